@@ -1,0 +1,222 @@
+//! Local-directory backend: the embedded default.
+//!
+//! Durability and atomicity: every write goes to a temporary file under `<root>/.tmp`, is
+//! fsynced, then moved onto its key: `rename(2)` for `put`, `link(2)` for `put_if_absent`
+//! (which fails with `EEXIST` atomically, so of several racing creators exactly one wins). The
+//! parent directory is fsynced afterwards, so an acknowledged object survives power loss and a
+//! reader never sees a partial object.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{validate_key, ObjectMeta, ObjectStore};
+use crate::{Error, Result};
+
+const TMP_DIR: &str = ".tmp";
+
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    tmp_counter: AtomicU64,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the directory `root` and clears temporary files left by a
+    /// crash.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = root.join(TMP_DIR);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        sync_dir(&root)?;
+        Ok(FsStore { root, tmp_counter: AtomicU64::new(0) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        if key == TMP_DIR || key.starts_with(".tmp/") {
+            return Err(Error::InvalidKey { key: key.to_string(), reason: "reserved prefix .tmp".into() });
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join(TMP_DIR).join(format!("{}-{n}", std::process::id()))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Failed(format!("blocking task panicked: {e}")))?
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// Creates the missing ancestors of `path` one by one, fsyncing each new directory's parent.
+fn ensure_parent(root: &Path, path: &Path) -> Result<()> {
+    let Some(parent) = path.parent() else { return Ok(()) };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut dir = parent;
+    while !dir.is_dir() && dir != root {
+        missing.push(dir);
+        dir = dir.parent().unwrap_or(root);
+    }
+    for dir in missing.into_iter().rev() {
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(dir.parent().unwrap_or(root))?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+    }
+    Ok(())
+}
+
+fn write_tmp(tmp: &Path, data: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+    file.write_all(data).map_err(|e| Error::io(tmp, e))?;
+    file.sync_all().map_err(|e| Error::io(tmp, e))
+}
+
+fn not_found(key: &str) -> Error {
+    Error::NotFound { key: key.to_string() }
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let (root, path, tmp) = (self.root.clone(), self.path_of(key)?, self.tmp_path());
+        blocking(move || {
+            write_tmp(&tmp, &data)?;
+            ensure_parent(&root, &path)?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            sync_dir(path.parent().unwrap_or(&root))
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
+        let (root, path, tmp, key) = (self.root.clone(), self.path_of(key)?, self.tmp_path(), key.to_string());
+        blocking(move || {
+            write_tmp(&tmp, &data)?;
+            ensure_parent(&root, &path)?;
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => sync_dir(path.parent().unwrap_or(&root)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::AlreadyExists { key }),
+                Err(e) => Err(Error::io(&path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let (path, key) = (self.path_of(key)?, key.to_string());
+        blocking(move || match fs::read(&path) {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(&key)),
+            Err(e) => Err(Error::io(&path, e)),
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let (path, key) = (self.path_of(key)?, key.to_string());
+        blocking(move || {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(&key)),
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            let r = super::clamp_range(&range, len);
+            let mut buf = vec![0u8; r.len()];
+            file.read_exact_at(&mut buf, r.start as u64).map_err(|e| Error::io(&path, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let (path, key) = (self.path_of(key)?, key.to_string());
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key, size: m.len() })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            // Walk only the deepest directory the prefix names completely.
+            let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+            let mut out = Vec::new();
+            let start = if dir_part.is_empty() { root.clone() } else { root.join(dir_part) };
+            walk(&root, &start, &prefix, &mut out)?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let Ok(rel) = path.strip_prefix(root) else { continue };
+        let Some(key) = rel.to_str() else { continue };
+        if key == TMP_DIR {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if file_type.is_dir() {
+            let as_dir = format!("{key}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            let size = entry.metadata().map_err(|e| Error::io(&path, e))?.len();
+            out.push(ObjectMeta { key: key.to_string(), size });
+        }
+    }
+    Ok(())
+}
+
