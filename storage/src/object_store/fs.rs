@@ -99,6 +99,12 @@ fn not_found(key: &str) -> Error {
     Error::NotFound { key: key.to_string() }
 }
 
+/// True when an I/O error means "no object at this key": nothing there, a directory there (the
+/// key is only a prefix of other keys), or a path component is an object (`a/b` when `a` is).
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory)
+}
+
 #[async_trait]
 impl ObjectStore for FsStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -132,7 +138,7 @@ impl ObjectStore for FsStore {
         let (path, key) = (self.path_of(key)?, key.to_string());
         blocking(move || match fs::read(&path) {
             Ok(data) => Ok(Bytes::from(data)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(&key)),
+            Err(e) if is_absent(&e) => Err(not_found(&key)),
             Err(e) => Err(Error::io(&path, e)),
         })
         .await
@@ -143,10 +149,14 @@ impl ObjectStore for FsStore {
         blocking(move || {
             let file = match File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(&key)),
+                Err(e) if is_absent(&e) => return Err(not_found(&key)),
                 Err(e) => return Err(Error::io(&path, e)),
             };
-            let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+            if !meta.is_file() {
+                return Err(not_found(&key));
+            }
+            let len = meta.len();
             let r = super::clamp_range(&range, len);
             let mut buf = vec![0u8; r.len()];
             file.read_exact_at(&mut buf, r.start as u64).map_err(|e| Error::io(&path, e))?;
@@ -160,7 +170,7 @@ impl ObjectStore for FsStore {
         blocking(move || match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key, size: m.len() })),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(Error::io(&path, e)),
         })
         .await
@@ -170,7 +180,7 @@ impl ObjectStore for FsStore {
         let path = self.path_of(key)?;
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(Error::io(&path, e)),
         })
         .await

@@ -116,7 +116,7 @@ impl FileWal {
     /// position order; the caller persists them elsewhere and then [`Wal::trim`]s.
     pub fn open(config: FileWalConfig) -> Result<(Self, Vec<RecoveredRecord>)> {
         let dir = config.dir.clone();
-        if config.segment_bytes < 4096 || config.segment_bytes % 4096 != 0 {
+        if config.segment_bytes < 4096 || !config.segment_bytes.is_multiple_of(4096) {
             return Err(Error::InvalidMetadata(format!("segment_bytes {} must be a multiple of 4096", config.segment_bytes)));
         }
         if config.max_segments < 2 {

@@ -82,7 +82,7 @@ pub fn decode_frame(buf: &Bytes, expected: Option<WalPosition>) -> Decoded {
     let mut header = &buf[..FRAME_HEADER_LEN];
     let body_len = header.get_u32_le() as usize;
     let crc = header.get_u32_le();
-    if body_len < PADDING_BODY_LEN || body_len > DATA_FIXED_LEN + MAX_PAYLOAD_LEN {
+    if !(PADDING_BODY_LEN..=DATA_FIXED_LEN + MAX_PAYLOAD_LEN).contains(&body_len) {
         return invalid(format!("implausible frame length {body_len}"));
     }
     if buf.len() < FRAME_HEADER_LEN + body_len {
@@ -155,10 +155,12 @@ mod tests {
             encode_frame(&mut buf, 9, &record(&payload));
             let whole = buf.clone().freeze();
             let cut = cut % whole.len();
-            prop_assert!(matches!(decode_frame(&whole.slice(..cut), Some(9)), Decoded::Invalid { .. }));
+            let truncated_is_invalid = matches!(decode_frame(&whole.slice(..cut), Some(9)), Decoded::Invalid { .. });
+            prop_assert!(truncated_is_invalid);
             let bit = bit % (whole.len() * 8);
             buf[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(!matches!(decode_frame(&buf.freeze(), Some(9)), Decoded::Record { .. }));
+            let flipped_decodes = matches!(decode_frame(&buf.freeze(), Some(9)), Decoded::Record { .. });
+            prop_assert!(!flipped_decodes);
         }
 
         /// Arbitrary bytes never panic the decoder.

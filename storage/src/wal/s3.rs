@@ -377,7 +377,7 @@ impl Wal for S3Wal {
         let _one_at_a_time = shared.trim_lock.lock().await;
         let doomed: Vec<(u64, u64)> = {
             let state = shared.state.lock();
-            let newest_live = state.objects.keys().filter(|(e, _)| *e == shared.epoch).next_back().copied();
+            let newest_live = state.objects.keys().rfind(|(e, _)| *e == shared.epoch).copied();
             state
                 .objects
                 .iter()

@@ -1,0 +1,583 @@
+//! The stream engine: open streams, their log cache, append and fetch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::format::StoredBatch;
+use super::metrics::StreamMetrics;
+use super::reader::ObjectReader;
+use crate::clock::SharedClock;
+use crate::metadata::{Catalog, CatalogRecord, NodeId, StreamId};
+use crate::object_store::SharedStore;
+use crate::wal::{RecoveredRecord, Wal, WalPosition, WalRecord};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct StreamEngineConfig {
+    pub node_id: NodeId,
+    /// Upload WAL data into objects at least this often...
+    pub upload_interval: Duration,
+    /// ...or as soon as this many acknowledged bytes wait for upload.
+    pub upload_bytes: usize,
+    /// A stream with at least this many bytes in one upload or compaction gets an object of
+    /// its own.
+    pub stream_object_bytes: usize,
+    /// Target size of object blocks (the unit of ranged reads and of the block cache).
+    pub block_bytes: usize,
+    /// Memory for the log cache. Acknowledged data not yet uploaded always stays; when it
+    /// alone reaches this size, appends wait for uploads.
+    pub log_cache_bytes: usize,
+    pub block_cache_bytes: usize,
+    /// Bytes fetched past the requested block on a cold read, in the same ranged GET.
+    pub readahead_bytes: usize,
+    /// `None` disables background compaction (it can still be run with `compact_now`).
+    pub compaction_interval: Option<Duration>,
+    /// Stream-set objects smaller than this are compaction candidates...
+    pub compaction_small_object_bytes: u64,
+    /// ...once at least this many exist...
+    pub compaction_min_objects: usize,
+    /// ...and one compaction reads at most this many bytes.
+    pub compaction_max_bytes: u64,
+    /// `None` disables background GC (it can still be run with `gc_now`).
+    pub gc_interval: Option<Duration>,
+    /// Unreferenced objects are deleted only after this long; uploads older than half of it
+    /// are never committed, so GC cannot race a slow commit.
+    pub gc_grace: Duration,
+}
+
+impl StreamEngineConfig {
+    pub fn new(node_id: NodeId) -> Self {
+        StreamEngineConfig {
+            node_id,
+            upload_interval: Duration::from_millis(1000),
+            upload_bytes: 32 << 20,
+            stream_object_bytes: 16 << 20,
+            block_bytes: 512 << 10,
+            log_cache_bytes: 256 << 20,
+            block_cache_bytes: 128 << 20,
+            readahead_bytes: 4 << 20,
+            compaction_interval: Some(Duration::from_secs(60)),
+            compaction_small_object_bytes: 16 << 20,
+            compaction_min_objects: 8,
+            compaction_max_bytes: 512 << 20,
+            gc_interval: Some(Duration::from_secs(60)),
+            gc_grace: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A stream as opened on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub stream_id: StreamId,
+    pub epoch: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+}
+
+/// What a fetch returns: whole batches, the first holding the requested offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    pub batches: Vec<StoredBatch>,
+    /// The stream's first readable offset.
+    pub start_offset: u64,
+    /// The end of acknowledged data (the high watermark).
+    pub end_offset: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CachedBatch {
+    pub(crate) end_offset: u64,
+    pub(crate) payload: Bytes,
+    pub(crate) position: WalPosition,
+    pub(crate) durable: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenStream {
+    pub(crate) epoch: u64,
+    pub(crate) start_offset: u64,
+    /// Offsets handed out to appends (durable or not).
+    pub(crate) next_offset: u64,
+    /// Contiguous durable end: what readers may see.
+    pub(crate) confirmed_end: u64,
+    /// End of what is in committed objects.
+    pub(crate) uploaded_end: u64,
+    /// The cache holds every batch from here on.
+    pub(crate) cache_start: u64,
+    pub(crate) batches: BTreeMap<u64, CachedBatch>,
+    pub(crate) end_tx: watch::Sender<u64>,
+    pub(crate) closing: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LogCache {
+    pub(crate) streams: HashMap<StreamId, OpenStream>,
+    /// WAL positions of appended records not yet in committed objects.
+    pub(crate) unpersisted: BTreeSet<WalPosition>,
+    pub(crate) last_position: Option<WalPosition>,
+    pub(crate) trimmed_to: Option<WalPosition>,
+    pub(crate) bytes: usize,
+    pub(crate) unuploaded_bytes: usize,
+    /// Uploaded batches in upload order, for eviction: (stream, base offset).
+    pub(crate) uploaded_order: VecDeque<(StreamId, u64)>,
+}
+
+impl LogCache {
+    /// The WAL position up to which everything is in committed objects, if it moved.
+    pub(crate) fn trim_point(&mut self) -> Option<WalPosition> {
+        let point = match self.unpersisted.first() {
+            Some(0) => return None,
+            Some(p) => p - 1,
+            None => self.last_position?,
+        };
+        if self.trimmed_to.is_some_and(|t| t >= point) {
+            return None;
+        }
+        self.trimmed_to = Some(point);
+        Some(point)
+    }
+
+    /// Drops uploaded batches, oldest first, until the cache fits `budget`.
+    pub(crate) fn evict(&mut self, budget: usize) {
+        while self.bytes > budget {
+            let Some((stream_id, base)) = self.uploaded_order.pop_front() else { break };
+            let Some(s) = self.streams.get_mut(&stream_id) else { continue };
+            if s.batches.first_key_value().is_some_and(|(b, batch)| *b == base && batch.end_offset <= s.uploaded_end) {
+                if let Some(batch) = s.batches.remove(&base) {
+                    self.bytes -= batch.payload.len();
+                    s.cache_start = s.cache_start.max(batch.end_offset);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: StreamEngineConfig,
+    pub(crate) store: SharedStore,
+    pub(crate) wal: Arc<dyn Wal>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) clock: SharedClock,
+    pub(crate) metrics: StreamMetrics,
+    pub(crate) cache: Mutex<LogCache>,
+    pub(crate) reader: ObjectReader,
+    pub(crate) upload_lock: tokio::sync::Mutex<()>,
+    pub(crate) upload_wakeup: Notify,
+    pub(crate) space: Notify,
+    pub(crate) failed: Mutex<Option<String>>,
+}
+
+/// The stream engine. Cheap to share (`Arc` inside).
+#[derive(Debug)]
+pub struct StreamEngine {
+    pub(crate) inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl StreamEngine {
+    /// Starts the engine over an opened WAL and catalog. `recovered` (what the WAL gave back
+    /// when opened) is uploaded and committed before this returns, and the WAL trimmed, so
+    /// every acknowledged append of the previous incarnation is readable.
+    pub async fn open(
+        config: StreamEngineConfig,
+        store: SharedStore,
+        wal: Arc<dyn Wal>,
+        recovered: Vec<RecoveredRecord>,
+        catalog: Arc<Catalog>,
+        clock: SharedClock,
+        metrics: StreamMetrics,
+    ) -> Result<Self> {
+        let reader = ObjectReader::new(store.clone(), config.block_cache_bytes, config.readahead_bytes, metrics.clone());
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            wal,
+            catalog,
+            clock,
+            metrics,
+            cache: Mutex::new(LogCache::default()),
+            reader,
+            upload_lock: tokio::sync::Mutex::new(()),
+            upload_wakeup: Notify::new(),
+            space: Notify::new(),
+            failed: Mutex::new(None),
+        });
+        inner.recover(recovered).await?;
+        let (stop, _) = watch::channel(false);
+        let engine = StreamEngine { inner, tasks: Mutex::new(Vec::new()), stop };
+        engine.start_background();
+        Ok(engine)
+    }
+
+    fn start_background(&self) {
+        let mut tasks = self.tasks.lock();
+        let inner = self.inner.clone();
+        let mut stop = self.stop.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(inner.config.upload_interval) => {}
+                    _ = inner.upload_wakeup.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = inner.upload().await {
+                    tracing::warn!(error = %e, "upload failed; will retry");
+                }
+            }
+        }));
+        if let Some(every) = self.inner.config.compaction_interval {
+            let inner = self.inner.clone();
+            let mut stop = self.stop.subscribe();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = inner.compact().await {
+                        tracing::warn!(error = %e, "compaction failed; will retry");
+                    }
+                }
+            }));
+        }
+        if let Some(every) = self.inner.config.gc_interval {
+            let inner = self.inner.clone();
+            let mut stop = self.stop.subscribe();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = inner.gc().await {
+                        tracing::warn!(error = %e, "garbage collection failed; will retry");
+                    }
+                }
+            }));
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.catalog
+    }
+
+    /// Whether the engine can take appends (for readiness probes).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.failed.lock().is_none()
+    }
+
+    /// Creates a new, empty stream and returns its id.
+    #[tracing::instrument(skip(self))]
+    pub async fn create_stream(&self) -> Result<StreamId> {
+        self.inner.catalog.create_stream().await
+    }
+
+    /// Opens `stream_id` on this node at a new epoch, fencing any former owner.
+    #[tracing::instrument(skip(self))]
+    pub async fn open_stream(&self, stream_id: StreamId) -> Result<StreamInfo> {
+        let inner = &self.inner;
+        if let Some(s) = inner.cache.lock().streams.get(&stream_id) {
+            return Ok(StreamInfo { stream_id, epoch: s.epoch, start_offset: s.start_offset, end_offset: s.next_offset });
+        }
+        let meta = inner.catalog.state().streams.get(&stream_id).cloned().ok_or(Error::StreamNotFound(stream_id))?;
+        let epoch = meta.epoch + 1;
+        inner.catalog.submit(vec![CatalogRecord::OpenStream { stream_id, epoch, node_id: inner.config.node_id }]).await?;
+        let meta = inner.catalog.state().streams.get(&stream_id).cloned().ok_or(Error::StreamNotFound(stream_id))?;
+        let end = meta.end_offset;
+        let (end_tx, _) = watch::channel(end);
+        inner.cache.lock().streams.insert(
+            stream_id,
+            OpenStream {
+                epoch,
+                start_offset: meta.start_offset,
+                next_offset: end,
+                confirmed_end: end,
+                uploaded_end: end,
+                cache_start: end,
+                batches: BTreeMap::new(),
+                end_tx,
+                closing: false,
+            },
+        );
+        Ok(StreamInfo { stream_id, epoch, start_offset: meta.start_offset, end_offset: end })
+    }
+
+    /// Uploads the stream's data, then releases it.
+    #[tracing::instrument(skip(self))]
+    pub async fn close_stream(&self, stream_id: StreamId) -> Result<()> {
+        let epoch = {
+            let mut cache = self.inner.cache.lock();
+            let s = cache.streams.get_mut(&stream_id).ok_or(Error::StreamNotOpen { stream_id })?;
+            s.closing = true;
+            s.epoch
+        };
+        self.inner.wait_durable(stream_id).await;
+        self.inner.upload().await?;
+        self.inner.catalog.submit(vec![CatalogRecord::CloseStream { stream_id, epoch }]).await?;
+        let mut cache = self.inner.cache.lock();
+        if let Some(s) = cache.streams.remove(&stream_id) {
+            let bytes: usize = s.batches.values().map(|b| b.payload.len()).sum();
+            cache.bytes -= bytes;
+        }
+        Ok(())
+    }
+
+    /// Deletes a stream and, after the GC grace period, its objects.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_stream(&self, stream_id: StreamId) -> Result<()> {
+        let removed = self.inner.cache.lock().streams.remove(&stream_id);
+        if let Some(s) = removed {
+            let bytes: usize = s.batches.values().map(|b| b.payload.len()).sum();
+            let mut cache = self.inner.cache.lock();
+            cache.bytes -= bytes;
+            for b in s.batches.values() {
+                cache.unpersisted.remove(&b.position);
+                if b.end_offset > s.uploaded_end {
+                    cache.unuploaded_bytes -= b.payload.len();
+                }
+            }
+        }
+        let at_ms = self.inner.clock.now_ms();
+        self.inner.catalog.submit(vec![CatalogRecord::DeleteStream { stream_id, at_ms }]).await?;
+        Ok(())
+    }
+
+    /// Appends one batch holding offsets `base_offset..end_offset`; returns once durable.
+    /// `base_offset` must be at or above the stream's next offset (a gap is allowed, for
+    /// mirrored logs); callers serialise appends per stream to know the next offset.
+    pub async fn append(&self, stream_id: StreamId, base_offset: u64, end_offset: u64, payload: Bytes) -> Result<()> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        if let Some(msg) = inner.failed.lock().clone() {
+            return Err(Error::Failed(msg));
+        }
+        while inner.cache.lock().unuploaded_bytes >= inner.config.log_cache_bytes {
+            inner.upload_wakeup.notify_one();
+            let space = inner.space.notified();
+            if inner.cache.lock().unuploaded_bytes < inner.config.log_cache_bytes {
+                break;
+            }
+            space.await;
+        }
+        let len = payload.len();
+        let pending = {
+            let mut cache = inner.cache.lock();
+            let s = cache.streams.get_mut(&stream_id).ok_or(Error::StreamNotOpen { stream_id })?;
+            if s.closing {
+                return Err(Error::StreamNotOpen { stream_id });
+            }
+            if end_offset <= base_offset {
+                return Err(Error::InvalidAppend { stream_id, reason: format!("empty batch {base_offset}..{end_offset}") });
+            }
+            if base_offset < s.next_offset {
+                return Err(Error::InvalidAppend {
+                    stream_id,
+                    reason: format!("base offset {base_offset} is below the next offset {}", s.next_offset),
+                });
+            }
+            let epoch = s.epoch;
+            let record = WalRecord { stream_id, epoch, base_offset, end_offset, payload: payload.clone() };
+            let pending = inner.wal.append(record)?;
+            s.next_offset = end_offset;
+            s.batches.insert(base_offset, CachedBatch { end_offset, payload, position: pending.position, durable: false });
+            cache.unpersisted.insert(pending.position);
+            cache.last_position = Some(pending.position);
+            cache.bytes += len;
+            cache.unuploaded_bytes += len;
+            pending
+        };
+        let position = pending.position;
+        let outcome = pending.durable().await;
+        let mut cache = inner.cache.lock();
+        match outcome {
+            Ok(()) => {
+                if let Some(s) = cache.streams.get_mut(&stream_id) {
+                    if let Some(b) = s.batches.get_mut(&base_offset) {
+                        b.durable = true;
+                    }
+                    // The durable prefix ends at the first batch still waiting for the WAL.
+                    let end = s
+                        .batches
+                        .range(s.confirmed_end..)
+                        .take_while(|(_, b)| b.durable)
+                        .map(|(_, b)| b.end_offset)
+                        .last()
+                        .unwrap_or(s.confirmed_end);
+                    if end > s.confirmed_end {
+                        s.confirmed_end = end;
+                        s.end_tx.send_replace(end);
+                    }
+                }
+                let wake = cache.unuploaded_bytes >= inner.config.upload_bytes;
+                drop(cache);
+                if wake {
+                    inner.upload_wakeup.notify_one();
+                }
+                inner.metrics.append_bytes.inc_by(len as u64);
+                inner.metrics.append_latency.observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("WAL append failed at position {position}: {e}");
+                *inner.failed.lock() = Some(msg);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads batches from `offset` on, at most about `max_bytes` (always at least one batch
+    /// when any is available).
+    pub async fn fetch(&self, stream_id: StreamId, offset: u64, max_bytes: usize) -> Result<FetchResult> {
+        let inner = &self.inner;
+        let (start_offset, end_offset, cache_start, mut hot) = {
+            let cache = inner.cache.lock();
+            match cache.streams.get(&stream_id) {
+                Some(s) => {
+                    let hot = if offset >= s.cache_start { collect(s, offset, max_bytes) } else { Vec::new() };
+                    (s.start_offset, s.confirmed_end, s.cache_start, hot)
+                }
+                None => {
+                    let state = inner.catalog.state();
+                    let m = state.streams.get(&stream_id).ok_or(Error::StreamNotFound(stream_id))?;
+                    (m.start_offset, m.end_offset, m.end_offset, Vec::new())
+                }
+            }
+        };
+        if offset < start_offset || offset > end_offset {
+            return Err(Error::OffsetOutOfRange { stream_id, offset, start_offset, end_offset });
+        }
+        if offset >= cache_start || offset == end_offset {
+            return Ok(FetchResult { batches: hot, start_offset, end_offset });
+        }
+        let mut batches = inner.reader.read(&inner.catalog.state(), stream_id, offset, cache_start, max_bytes).await?;
+        let got: usize = batches.iter().map(|b| b.payload.len()).sum();
+        let next = batches.last().map(|b| b.end_offset).unwrap_or(offset);
+        if got < max_bytes && next >= cache_start {
+            let cache = inner.cache.lock();
+            if let Some(s) = cache.streams.get(&stream_id) {
+                hot = collect(s, next, max_bytes - got);
+                batches.extend(hot);
+            }
+        }
+        Ok(FetchResult { batches, start_offset, end_offset })
+    }
+
+    /// Watches a stream's acknowledged end (for long-polling fetches).
+    pub fn subscribe(&self, stream_id: StreamId) -> Result<watch::Receiver<u64>> {
+        let cache = self.inner.cache.lock();
+        let s = cache.streams.get(&stream_id).ok_or(Error::StreamNotOpen { stream_id })?;
+        Ok(s.end_tx.subscribe())
+    }
+
+    /// Drops offsets below `new_start` (retention). Readers get `OffsetOutOfRange` below it;
+    /// objects holding only trimmed data are deleted after the GC grace period.
+    #[tracing::instrument(skip(self))]
+    pub async fn trim(&self, stream_id: StreamId, new_start: u64) -> Result<()> {
+        let inner = &self.inner;
+        let needs_upload = {
+            let cache = inner.cache.lock();
+            cache.streams.get(&stream_id).is_some_and(|s| new_start > s.uploaded_end)
+        };
+        if needs_upload {
+            inner.wait_durable(stream_id).await;
+            inner.upload().await?;
+        }
+        let at_ms = inner.clock.now_ms();
+        inner.catalog.submit(vec![CatalogRecord::TrimStream { stream_id, start_offset: new_start, at_ms }]).await?;
+        let mut cache = inner.cache.lock();
+        let cache = &mut *cache;
+        if let Some(s) = cache.streams.get_mut(&stream_id) {
+            s.start_offset = s.start_offset.max(new_start);
+            while let Some((&base, b)) = s.batches.first_key_value() {
+                if b.end_offset > new_start || b.end_offset > s.uploaded_end {
+                    break;
+                }
+                cache.bytes -= b.payload.len();
+                s.batches.remove(&base);
+            }
+            s.cache_start = s.cache_start.max(s.batches.first_key_value().map(|(b, _)| *b).unwrap_or(s.uploaded_end).min(s.uploaded_end));
+        }
+        Ok(())
+    }
+
+    /// Uploads everything acknowledged so far and commits it (what shutdown does).
+    pub async fn flush(&self) -> Result<()> {
+        let ids: Vec<StreamId> = self.inner.cache.lock().streams.keys().copied().collect();
+        for id in ids {
+            self.inner.wait_durable(id).await;
+        }
+        self.inner.upload().await.map(|_| ())
+    }
+
+    /// Runs one compaction now.
+    pub async fn compact_now(&self) -> Result<super::CompactionReport> {
+        self.inner.compact().await
+    }
+
+    /// Runs one garbage collection now.
+    pub async fn gc_now(&self) -> Result<super::GcReport> {
+        self.inner.gc().await
+    }
+
+    /// Stops background work, uploads what is acknowledged and closes the WAL.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.stop.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+        let flushed = self.flush().await;
+        self.inner.wal.close().await?;
+        flushed
+    }
+}
+
+impl Drop for StreamEngine {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Durable batches of `s` from `offset`, up to about `max_bytes` (at least one).
+fn collect(s: &OpenStream, offset: u64, max_bytes: usize) -> Vec<StoredBatch> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    // The batch holding `offset` starts at or before it.
+    let from = s.batches.range(..=offset).next_back().filter(|(_, b)| b.end_offset > offset).map(|(k, _)| *k).unwrap_or(offset);
+    for (&base, b) in s.batches.range(from..) {
+        if b.end_offset > s.confirmed_end || (!out.is_empty() && bytes + b.payload.len() > max_bytes) {
+            break;
+        }
+        bytes += b.payload.len();
+        out.push(StoredBatch { base_offset: base, end_offset: b.end_offset, payload: b.payload.clone() });
+    }
+    out
+}
+
+impl Inner {
+    /// Waits until every append to `stream_id` issued so far is durable (or failed).
+    pub(crate) async fn wait_durable(&self, stream_id: StreamId) {
+        loop {
+            let rx = {
+                let cache = self.cache.lock();
+                match cache.streams.get(&stream_id) {
+                    Some(s) if s.confirmed_end < s.next_offset && self.failed.lock().is_none() => s.end_tx.subscribe(),
+                    _ => return,
+                }
+            };
+            let mut rx = rx;
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Upload: acknowledged WAL data from the log cache into objects, committed to the catalog,
+//! after which the WAL is trimmed. Recovery uploads what the WAL gave back on open.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::engine::Inner;
+use super::format::{ObjectBuilder, StoredBatch};
+use crate::metadata::{CatalogRecord, DataObject, ObjectKind, StreamEnd, StreamId};
+use crate::wal::{RecoveredRecord, WalPosition};
+use crate::{Error, Result};
+
+/// Consecutive batches of one stream, starting at offset `start` (a gap may precede the first
+/// batch).
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub(crate) stream_id: StreamId,
+    pub(crate) start: u64,
+    pub(crate) batches: Vec<StoredBatch>,
+}
+
+impl Run {
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(StoredBatch::encoded_len).sum()
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.batches.last().map(|b| b.end_offset).unwrap_or(self.start)
+    }
+}
+
+/// The key of a new data object: a random id first (spreads keys over S3 partitions), then
+/// the creation time that GC reads back.
+pub(crate) fn object_key(id: u64, created_ms: u64) -> String {
+    format!("data/{id:016x}-{created_ms:013}")
+}
+
+/// The creation time in a data object key, if it is one.
+pub(crate) fn created_ms_of(key: &str) -> Option<u64> {
+    let name = key.strip_prefix("data/")?;
+    let (id, created) = name.split_once('-')?;
+    (id.len() == 16 && u64::from_str_radix(id, 16).is_ok()).then_some(())?;
+    created.parse().ok()
+}
+
+/// Lays `runs` out in objects: a stream holding at least `stream_object_bytes` gets a stream
+/// object of its own, the rest share one stream-set object.
+pub(crate) fn build_objects(inner: &Inner, runs: &[Run]) -> Vec<(DataObject, Bytes)> {
+    let config = &inner.config;
+    let mut per_stream: BTreeMap<StreamId, Vec<&Run>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| !r.batches.is_empty()) {
+        per_stream.entry(run.stream_id).or_default().push(run);
+    }
+    let now = inner.clock.now_ms();
+    let mut out = Vec::new();
+    let mut finish = |builder: ObjectBuilder, kind: ObjectKind| {
+        if builder.is_empty() {
+            return;
+        }
+        let (bytes, index_pos, ranges) = builder.finish();
+        let id = rand::random::<u64>();
+        let object = DataObject { id, key: object_key(id, now), kind, size: bytes.len() as u64, index_pos, created_ms: now, ranges };
+        out.push((object, bytes));
+    };
+    let mut shared = ObjectBuilder::new(config.block_bytes);
+    for (stream_id, runs) in per_stream {
+        let total: usize = runs.iter().map(|r| r.bytes()).sum();
+        if total >= config.stream_object_bytes {
+            let mut own = ObjectBuilder::new(config.block_bytes);
+            for run in runs {
+                own.add_run(stream_id, run.start, &run.batches);
+            }
+            finish(own, ObjectKind::Stream);
+        } else {
+            for run in runs {
+                shared.add_run(stream_id, run.start, &run.batches);
+            }
+        }
+    }
+    finish(shared, ObjectKind::StreamSet);
+    out
+}
+
+impl Inner {
+    /// Writes `objects` to the bucket, all at once.
+    pub(crate) async fn put_objects(&self, objects: &[(DataObject, Bytes)]) -> Result<()> {
+        let puts = objects.iter().map(|(o, bytes)| self.store.put(&o.key, bytes.clone()));
+        futures::future::try_join_all(puts).await?;
+        Ok(())
+    }
+
+    /// Refuses to commit objects so old that GC may already treat them as orphans.
+    pub(crate) fn check_fresh(&self, objects: &[(DataObject, Bytes)]) -> Result<()> {
+        let max_age = self.config.gc_grace.as_millis() as u64 / 2;
+        let now = self.clock.now_ms();
+        match objects.iter().find(|(o, _)| o.created_ms + max_age < now) {
+            Some((o, _)) => Err(Error::Failed(format!("object {} is older than half the GC grace; not committing it", o.key))),
+            None => Ok(()),
+        }
+    }
+
+    /// Uploads every acknowledged batch not yet in an object, commits, trims the WAL and
+    /// evicts what the log cache no longer needs. Returns the bytes uploaded.
+    #[tracing::instrument(skip(self))]
+    pub(crate) async fn upload(&self) -> Result<usize> {
+        let _one_at_a_time = self.upload_lock.lock().await;
+        if let Some(msg) = self.failed.lock().clone() {
+            return Err(Error::Failed(msg));
+        }
+        let mut runs = Vec::new();
+        let mut ends = Vec::new();
+        let mut positions: Vec<WalPosition> = Vec::new();
+        let mut payload_bytes = 0usize;
+        {
+            let cache = self.cache.lock();
+            for (&stream_id, s) in &cache.streams {
+                let batches: Vec<StoredBatch> = s
+                    .batches
+                    .range(s.uploaded_end..)
+                    .take_while(|(_, b)| b.end_offset <= s.confirmed_end)
+                    .map(|(&base, b)| {
+                        positions.push(b.position);
+                        payload_bytes += b.payload.len();
+                        StoredBatch { base_offset: base, end_offset: b.end_offset, payload: b.payload.clone() }
+                    })
+                    .collect();
+                if let Some(last) = batches.last() {
+                    ends.push(StreamEnd { stream_id, epoch: s.epoch, end_offset: last.end_offset });
+                    runs.push(Run { stream_id, start: s.uploaded_end, batches });
+                }
+            }
+        }
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let objects = build_objects(self, &runs);
+        self.put_objects(&objects).await?;
+        self.check_fresh(&objects)?;
+        let at_ms = self.clock.now_ms();
+        let record =
+            CatalogRecord::CommitObjects { objects: objects.iter().map(|(o, _)| o.clone()).collect(), stream_ends: ends, compacted: vec![], at_ms };
+        if let Err(e) = self.catalog.submit(vec![record]).await {
+            if let Error::StaleEpoch { stream_id, .. } = &e {
+                // Another node owns the stream now: forget it here; the other streams go
+                // in the next upload (these objects become orphans for GC).
+                tracing::warn!(stream_id, "stream was fenced by a newer owner; dropping it from this node");
+                self.forget_stream(*stream_id);
+            }
+            return Err(e);
+        }
+        let trim = {
+            let mut cache = self.cache.lock();
+            let cache = &mut *cache;
+            for run in &runs {
+                if let Some(s) = cache.streams.get_mut(&run.stream_id) {
+                    s.uploaded_end = s.uploaded_end.max(run.end());
+                    cache.uploaded_order.extend(run.batches.iter().map(|b| (run.stream_id, b.base_offset)));
+                }
+            }
+            for p in &positions {
+                cache.unpersisted.remove(p);
+            }
+            cache.unuploaded_bytes = cache.unuploaded_bytes.saturating_sub(payload_bytes);
+            cache.evict(self.config.log_cache_bytes);
+            self.metrics.log_cache_bytes.set(cache.bytes as i64);
+            self.metrics.unuploaded_bytes.set(cache.unuploaded_bytes as i64);
+            cache.trim_point()
+        };
+        self.space.notify_waiters();
+        self.metrics.uploads.inc();
+        self.metrics.upload_bytes.inc_by(objects.iter().map(|(o, _)| o.size).sum());
+        if let Some(position) = trim {
+            self.wal.trim(position).await?;
+        }
+        Ok(payload_bytes)
+    }
+
+    fn forget_stream(&self, stream_id: StreamId) {
+        let mut cache = self.cache.lock();
+        if let Some(s) = cache.streams.remove(&stream_id) {
+            for b in s.batches.values() {
+                cache.bytes -= b.payload.len();
+                cache.unpersisted.remove(&b.position);
+                if b.end_offset > s.uploaded_end {
+                    cache.unuploaded_bytes = cache.unuploaded_bytes.saturating_sub(b.payload.len());
+                }
+            }
+        }
+    }
+
+    /// Commits what the WAL gave back on open: records above each stream's committed end, for
+    /// streams this node owns. Then trims the WAL past them.
+    pub(crate) async fn recover(&self, recovered: Vec<RecoveredRecord>) -> Result<()> {
+        let Some(last) = recovered.iter().map(|r| r.position).max() else { return Ok(()) };
+        let state = self.catalog.state();
+        let mut runs: BTreeMap<StreamId, (u64, Run)> = BTreeMap::new();
+        let (mut kept, mut skipped) = (0usize, 0usize);
+        for RecoveredRecord { record: r, .. } in recovered {
+            let Some(meta) = state.streams.get(&r.stream_id) else {
+                skipped += 1;
+                continue;
+            };
+            if meta.owner.is_some_and(|o| o != self.config.node_id) {
+                tracing::warn!(stream_id = r.stream_id, owner = ?meta.owner, "WAL holds records of a stream another node owns; leaving them");
+                skipped += 1;
+                continue;
+            }
+            let (_, run) = runs.entry(r.stream_id).or_insert((meta.epoch, Run { stream_id: r.stream_id, start: meta.end_offset, batches: Vec::new() }));
+            let end = run.end();
+            if r.end_offset <= end {
+                skipped += 1; // already committed (or a duplicate)
+                continue;
+            }
+            if r.base_offset < end {
+                tracing::warn!(stream_id = r.stream_id, base = r.base_offset, end, "WAL record overlaps committed data; skipping it");
+                skipped += 1;
+                continue;
+            }
+            run.batches.push(StoredBatch { base_offset: r.base_offset, end_offset: r.end_offset, payload: r.payload });
+            kept += 1;
+        }
+        let runs: Vec<(u64, Run)> = runs.into_values().filter(|(_, r)| !r.batches.is_empty()).collect();
+        if !runs.is_empty() {
+            let ends = runs.iter().map(|(epoch, r)| StreamEnd { stream_id: r.stream_id, epoch: *epoch, end_offset: r.end() }).collect();
+            let runs: Vec<Run> = runs.into_iter().map(|(_, r)| r).collect();
+            let objects = build_objects(self, &runs);
+            self.put_objects(&objects).await?;
+            let at_ms = self.clock.now_ms();
+            let objects_meta = objects.iter().map(|(o, _)| o.clone()).collect();
+            self.catalog.submit(vec![CatalogRecord::CommitObjects { objects: objects_meta, stream_ends: ends, compacted: vec![], at_ms }]).await?;
+        }
+        tracing::info!(kept, skipped, "WAL recovery committed");
+        self.wal.trim(last).await?;
+        self.cache.lock().trimmed_to = Some(last);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_carry_their_creation_time() {
+        let key = object_key(0xabc, 1_700_000_000_123);
+        assert_eq!(created_ms_of(&key), Some(1_700_000_000_123));
+        assert_eq!(created_ms_of("data/zz-12"), None);
+        assert_eq!(created_ms_of("wal/1/0"), None);
+    }
+}
