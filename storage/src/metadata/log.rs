@@ -16,6 +16,10 @@
 //!   under `truncate_grace`) checks after a successful append that the previous entry still
 //!   exists. Were it a zombie writing into a truncated range, the previous entry would be gone
 //!   and it learns it is fenced rather than believing a write nobody will read.
+//! - Such a zombie's entry stays in the truncated range, below some snapshot. So a reader that
+//!   has not confirmed its position for longer than `lease` restarts from the newest snapshot
+//!   at or past its position, if there is one, before reading entries: it never reads the
+//!   truncated range, where a zombie's entry may sit in place of the real one.
 //! - A corrupt (torn) entry is one whose writer crashed mid-write; it was never acknowledged.
 //!   Readers skip it as void and go on.
 //!
@@ -208,6 +212,17 @@ impl MetadataLog {
     pub async fn catch_up(&mut self) -> Result<Recovered> {
         let mut recovered = Recovered::default();
         let mut seq = self.next_seq;
+        // Within the lease nothing at or past our position can have been truncated. Past it
+        // (always so for a writer just fenced as a zombie), the entry at our position may be a
+        // zombie's (our own rejected one, say), followed by real entries, so reading on would
+        // splice it into the history.
+        let idle = self.clock.now_ms().saturating_sub(self.confirmed_ms);
+        if idle > self.config.lease.as_millis() as u64 {
+            if let Some(snapshot) = self.newest_snapshot(seq).await? {
+                seq = snapshot.0 + 1;
+                recovered.snapshot = Some(snapshot);
+            }
+        }
         loop {
             let key = self.entry_key(seq);
             let started = self.clock.now_ms();

@@ -12,7 +12,7 @@ use super::engine::Inner;
 use super::format::{decode_block, decode_index, StoredBatch};
 use super::upload::{build_objects, Run};
 use crate::metadata::{CatalogRecord, ObjectKind, ObjectRange, StreamId};
-use crate::Result;
+use crate::{Error, Result};
 
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,19 +78,21 @@ impl Inner {
             }
         }
         let objects = build_objects(self, &runs);
-        self.put_objects(&objects).await?;
         report.objects_written = objects.len();
         report.bytes_written = objects.iter().map(|(o, _)| o.size).sum();
-        let record = CatalogRecord::CommitObjects {
+        let record = || CatalogRecord::CommitObjects {
             objects: objects.iter().map(|(o, _)| o.clone()).collect(),
             stream_ends: vec![],
             compacted: candidates.iter().map(|o| o.id).collect(),
             at_ms: self.clock.now_ms(),
         };
-        self.check_fresh(&objects)?;
-        if let Err(e) = self.catalog.submit(vec![record]).await {
-            for (o, _) in &objects {
-                let _ = self.store.delete(&o.key).await;
+        if let Err(e) = self.put_and_commit(&objects, record).await {
+            // Only a definite refusal makes the new objects garbage now; after an ambiguous
+            // failure the commit may have landed, and GC decides later from the catalog.
+            if matches!(e, Error::InvalidMetadata(_) | Error::StaleEpoch { .. } | Error::StreamNotFound(_)) {
+                for (o, _) in &objects {
+                    let _ = self.store.delete(&o.key).await;
+                }
             }
             return Err(e);
         }

@@ -173,6 +173,9 @@ pub(crate) struct Inner {
     pub(crate) upload_wakeup: Notify,
     pub(crate) space: Notify,
     pub(crate) failed: Mutex<Option<String>>,
+    /// Keys of objects this engine has written but not yet committed (or given up on): GC
+    /// never deletes them, whatever their age.
+    pub(crate) uncommitted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The stream engine. Cheap to share (`Arc` inside).
@@ -210,6 +213,7 @@ impl StreamEngine {
             upload_wakeup: Notify::new(),
             space: Notify::new(),
             failed: Mutex::new(None),
+            uncommitted: Mutex::new(Default::default()),
         });
         inner.recover(recovered).await?;
         let (stop, _) = watch::channel(false);
@@ -223,15 +227,28 @@ impl StreamEngine {
         let inner = self.inner.clone();
         let mut stop = self.stop.subscribe();
         tasks.push(tokio::spawn(async move {
+            let mut wait = inner.config.upload_interval;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(inner.config.upload_interval) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = inner.upload_wakeup.notified() => {}
                     _ = stop.changed() => return,
                 }
-                if let Err(e) = inner.upload().await {
-                    tracing::warn!(error = %e, "upload failed; will retry");
-                }
+                wait = match inner.upload().await {
+                    Ok(_) => inner.config.upload_interval,
+                    Err(e) if inner.failed.lock().is_some() => {
+                        tracing::warn!(error = %e, "upload loop stops: the engine has failed");
+                        return;
+                    }
+                    Err(e) => {
+                        // Retry soon (appends may be waiting for space), backing off from
+                        // 100 ms up to the upload interval.
+                        let next = if wait >= inner.config.upload_interval { Duration::from_millis(100) } else { wait * 2 };
+                        let next = next.min(inner.config.upload_interval);
+                        tracing::warn!(error = %e, retry_in = ?next, "upload failed; will retry");
+                        next
+                    }
+                };
             }
         }));
         if let Some(every) = self.inner.config.compaction_interval {
@@ -360,13 +377,14 @@ impl StreamEngine {
         if let Some(msg) = inner.failed.lock().clone() {
             return Err(Error::Failed(msg));
         }
+        // Back-pressure: acknowledged data waiting for upload is bounded by the log cache.
         while inner.cache.lock().unuploaded_bytes >= inner.config.log_cache_bytes {
-            inner.upload_wakeup.notify_one();
-            let space = inner.space.notified();
-            if inner.cache.lock().unuploaded_bytes < inner.config.log_cache_bytes {
-                break;
+            if let Some(msg) = inner.failed.lock().clone() {
+                return Err(Error::Failed(msg));
             }
-            space.await;
+            let space = inner.space.notified();
+            inner.upload_wakeup.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(100), space).await;
         }
         let len = payload.len();
         let pending = {
@@ -395,43 +413,16 @@ impl StreamEngine {
             cache.unuploaded_bytes += len;
             pending
         };
-        let position = pending.position;
-        let outcome = pending.durable().await;
-        let mut cache = inner.cache.lock();
-        match outcome {
-            Ok(()) => {
-                if let Some(s) = cache.streams.get_mut(&stream_id) {
-                    if let Some(b) = s.batches.get_mut(&base_offset) {
-                        b.durable = true;
-                    }
-                    // The durable prefix ends at the first batch still waiting for the WAL.
-                    let end = s
-                        .batches
-                        .range(s.confirmed_end..)
-                        .take_while(|(_, b)| b.durable)
-                        .map(|(_, b)| b.end_offset)
-                        .last()
-                        .unwrap_or(s.confirmed_end);
-                    if end > s.confirmed_end {
-                        s.confirmed_end = end;
-                        s.end_tx.send_replace(end);
-                    }
-                }
-                let wake = cache.unuploaded_bytes >= inner.config.upload_bytes;
-                drop(cache);
-                if wake {
-                    inner.upload_wakeup.notify_one();
-                }
-                inner.metrics.append_bytes.inc_by(len as u64);
-                inner.metrics.append_latency.observe(started.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Err(e) => {
-                let msg = format!("WAL append failed at position {position}: {e}");
-                *inner.failed.lock() = Some(msg);
-                Err(e)
-            }
-        }
+        // Completion runs on its own task: a caller that gives up (a request timeout drops
+        // this future) must not leave the batch unconfirmed and the stream's end stuck.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let engine = self.inner.clone();
+        tokio::spawn(async move {
+            let outcome = pending.durable().await;
+            engine.complete_append(stream_id, base_offset, len, started, &outcome);
+            let _ = done_tx.send(outcome);
+        });
+        done_rx.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Reads batches from `offset` on, at most about `max_bytes` (always at least one batch
@@ -566,6 +557,53 @@ fn collect(s: &OpenStream, offset: u64, max_bytes: usize) -> Vec<StoredBatch> {
 }
 
 impl Inner {
+    /// Marks the engine failed: appends and uploads stop until it is reopened (recovery then
+    /// brings back everything acknowledged).
+    pub(crate) fn fail(&self, reason: String) {
+        let mut failed = self.failed.lock();
+        if failed.is_none() {
+            tracing::error!(%reason, "stream engine failed; it refuses appends until reopened");
+            *failed = Some(reason);
+        }
+        drop(failed);
+        self.space.notify_waiters();
+    }
+
+    /// Records the outcome of an append: on success the stream's durable prefix (what readers
+    /// see) advances; a WAL failure fails the engine.
+    fn complete_append(&self, stream_id: StreamId, base_offset: u64, len: usize, started: Instant, outcome: &Result<()>) {
+        let mut cache = self.cache.lock();
+        if let Err(e) = outcome {
+            drop(cache);
+            self.fail(format!("WAL append to stream {stream_id} at offset {base_offset} failed: {e}"));
+            return;
+        }
+        if let Some(s) = cache.streams.get_mut(&stream_id) {
+            if let Some(b) = s.batches.get_mut(&base_offset) {
+                b.durable = true;
+            }
+            // The durable prefix ends at the first batch still waiting for the WAL.
+            let end = s
+                .batches
+                .range(s.confirmed_end..)
+                .take_while(|(_, b)| b.durable)
+                .map(|(_, b)| b.end_offset)
+                .last()
+                .unwrap_or(s.confirmed_end);
+            if end > s.confirmed_end {
+                s.confirmed_end = end;
+                s.end_tx.send_replace(end);
+            }
+        }
+        let wake = cache.unuploaded_bytes >= self.config.upload_bytes;
+        drop(cache);
+        if wake {
+            self.upload_wakeup.notify_one();
+        }
+        self.metrics.append_bytes.inc_by(len as u64);
+        self.metrics.append_latency.observe(started.elapsed().as_secs_f64());
+    }
+
     /// Waits until every append to `stream_id` issued so far is durable (or failed).
     pub(crate) async fn wait_durable(&self, stream_id: StreamId) {
         loop {

@@ -2,10 +2,11 @@
 //! grace period, and orphans (uploaded but never committed, e.g. after a crash) once their
 //! creation time is older than the grace period.
 //!
-//! Never deletes a referenced object: an object is only committed while younger than half the
-//! grace period (see `check_fresh`), and the orphan check reads the catalog *after* listing,
-//! so an object committed before that read is seen as referenced, and one committed after it
-//! is too young to be deleted.
+//! Never deletes a referenced object: objects this engine is still committing are skipped
+//! outright; objects of other writers are only committed while younger than half the grace
+//! period (see `check_fresh`), and the orphan check reads the catalog *after* listing, so an
+//! object committed before that read is seen as referenced, and one committed after it is too
+//! young to be deleted.
 
 use std::collections::HashSet;
 
@@ -40,8 +41,14 @@ impl Inner {
         let listed = self.store.list("data/").await?;
         let state = self.catalog.state();
         let now = self.clock.now_ms();
-        let known: HashSet<&str> =
-            state.objects.values().map(|o| o.key.as_str()).chain(state.deleting.values().map(|d| d.key.as_str())).collect();
+        let uncommitted = self.uncommitted.lock().clone();
+        let known: HashSet<&str> = state
+            .objects
+            .values()
+            .map(|o| o.key.as_str())
+            .chain(state.deleting.values().map(|d| d.key.as_str()))
+            .chain(uncommitted.iter().map(String::as_str))
+            .collect();
         for meta in listed {
             if known.contains(meta.key.as_str()) {
                 continue;

@@ -83,11 +83,34 @@ pub(crate) fn build_objects(inner: &Inner, runs: &[Run]) -> Vec<(DataObject, Byt
 }
 
 impl Inner {
-    /// Writes `objects` to the bucket, all at once.
+    /// Writes `objects` to the bucket, all at once. They stay protected from GC until
+    /// [`Self::settle`] is called for them.
     pub(crate) async fn put_objects(&self, objects: &[(DataObject, Bytes)]) -> Result<()> {
+        self.uncommitted.lock().extend(objects.iter().map(|(o, _)| o.key.clone()));
         let puts = objects.iter().map(|(o, bytes)| self.store.put(&o.key, bytes.clone()));
         futures::future::try_join_all(puts).await?;
         Ok(())
+    }
+
+    /// The commit of `objects` is decided (committed, refused, or abandoned): from now on the
+    /// catalog alone says whether they are referenced.
+    pub(crate) fn settle(&self, objects: &[(DataObject, Bytes)]) {
+        let mut uncommitted = self.uncommitted.lock();
+        for (o, _) in objects {
+            uncommitted.remove(&o.key);
+        }
+    }
+
+    /// Puts `objects`, checks they are fresh, and commits `record` (which lists them).
+    pub(crate) async fn put_and_commit(&self, objects: &[(DataObject, Bytes)], record: impl FnOnce() -> CatalogRecord) -> Result<()> {
+        let result = async {
+            self.put_objects(objects).await?;
+            self.check_fresh(objects)?;
+            self.catalog.submit(vec![record()]).await.map(|_| ())
+        }
+        .await;
+        self.settle(objects);
+        result
     }
 
     /// Refuses to commit objects so old that GC may already treat them as orphans.
@@ -135,17 +158,24 @@ impl Inner {
             return Ok(0);
         }
         let objects = build_objects(self, &runs);
-        self.put_objects(&objects).await?;
-        self.check_fresh(&objects)?;
-        let at_ms = self.clock.now_ms();
-        let record =
-            CatalogRecord::CommitObjects { objects: objects.iter().map(|(o, _)| o.clone()).collect(), stream_ends: ends, compacted: vec![], at_ms };
-        if let Err(e) = self.catalog.submit(vec![record]).await {
-            if let Error::StaleEpoch { stream_id, .. } = &e {
-                // Another node owns the stream now: forget it here; the other streams go
-                // in the next upload (these objects become orphans for GC).
-                tracing::warn!(stream_id, "stream was fenced by a newer owner; dropping it from this node");
-                self.forget_stream(*stream_id);
+        let record = || CatalogRecord::CommitObjects {
+            objects: objects.iter().map(|(o, _)| o.clone()).collect(),
+            stream_ends: ends,
+            compacted: vec![],
+            at_ms: self.clock.now_ms(),
+        };
+        if let Err(e) = self.put_and_commit(&objects, record).await {
+            match &e {
+                // Another node owns the stream now: forget it here; the other streams go in
+                // the next upload (these objects become orphans for GC).
+                Error::StaleEpoch { stream_id, .. } => {
+                    tracing::warn!(stream_id, "stream was fenced by a newer owner; dropping it from this node");
+                    self.forget_stream(*stream_id);
+                }
+                // The catalog no longer knows whether its last entry landed: only a reopen
+                // (and WAL recovery) can continue from here.
+                Error::Failed(_) | Error::Fenced(_) => self.fail(format!("catalog commit failed: {e}")),
+                _ => {}
             }
             return Err(e);
         }
@@ -225,10 +255,13 @@ impl Inner {
             let ends = runs.iter().map(|(epoch, r)| StreamEnd { stream_id: r.stream_id, epoch: *epoch, end_offset: r.end() }).collect();
             let runs: Vec<Run> = runs.into_iter().map(|(_, r)| r).collect();
             let objects = build_objects(self, &runs);
-            self.put_objects(&objects).await?;
-            let at_ms = self.clock.now_ms();
-            let objects_meta = objects.iter().map(|(o, _)| o.clone()).collect();
-            self.catalog.submit(vec![CatalogRecord::CommitObjects { objects: objects_meta, stream_ends: ends, compacted: vec![], at_ms }]).await?;
+            let record = || CatalogRecord::CommitObjects {
+                objects: objects.iter().map(|(o, _)| o.clone()).collect(),
+                stream_ends: ends,
+                compacted: vec![],
+                at_ms: self.clock.now_ms(),
+            };
+            self.put_and_commit(&objects, record).await?;
         }
         tracing::info!(kept, skipped, "WAL recovery committed");
         self.wal.trim(last).await?;
