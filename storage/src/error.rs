@@ -53,6 +53,11 @@ pub enum Error {
     #[error("stream {stream_id} is not open on this node")]
     StreamNotOpen { stream_id: u64 },
 
+    /// An upload took so long that GC may treat its objects as orphans; it is not committed
+    /// and its data is uploaded again.
+    #[error("object {key} is older than half the GC grace period; not committing it (it will be uploaded again)")]
+    UploadExpired { key: String },
+
     #[error("invalid metadata operation: {0}")]
     InvalidMetadata(String),
 

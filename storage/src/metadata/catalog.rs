@@ -49,6 +49,8 @@ pub struct Catalog {
     queue: Mutex<Vec<Submission>>,
     writer: tokio::sync::Mutex<Writer>,
     failed: Mutex<Option<String>>,
+    /// Ourselves, for the group-commit task.
+    me: std::sync::Weak<Catalog>,
 }
 
 fn replay(recovered: Recovered) -> Result<CatalogState> {
@@ -81,13 +83,14 @@ impl Catalog {
         let entries = recovered.entries.len() as u64;
         let state = replay(recovered)?;
         tracing::info!(applied_seq = state.applied_seq, streams = state.streams.len(), objects = state.objects.len(), "catalog opened");
-        Ok(Arc::new(Catalog {
+        Ok(Arc::new_cyclic(|me| Catalog {
             config,
             clock,
             state: Mutex::new(Arc::new(state)),
             queue: Mutex::new(Vec::new()),
             writer: tokio::sync::Mutex::new(Writer { log, entries_since_snapshot: entries }),
             failed: Mutex::new(None),
+            me: me.clone(),
         }))
     }
 
@@ -107,13 +110,18 @@ impl Catalog {
         }
         let (tx, rx) = oneshot::channel();
         self.queue.lock().push((records, tx));
-        // Whoever gets the writer drains the queue; later arrivals join the next group.
-        let mut writer = self.writer.lock().await;
-        let batch: Vec<Submission> = std::mem::take(&mut *self.queue.lock());
-        if !batch.is_empty() {
-            self.commit_group(&mut writer, batch).await;
-        }
-        drop(writer);
+        // Whoever gets the writer drains the queue; later arrivals join the next group. The
+        // group commit runs on its own task, so a caller that gives up (its future dropped)
+        // cannot abandon the other submissions of its group half-way through an append.
+        let Some(catalog) = self.me.upgrade() else { return Err(Error::Closed) };
+        let group = tokio::spawn(async move {
+            let mut writer = catalog.writer.lock().await;
+            let batch: Vec<Submission> = std::mem::take(&mut *catalog.queue.lock());
+            if !batch.is_empty() {
+                catalog.commit_group(&mut writer, batch).await;
+            }
+        });
+        drop(group);
         rx.await.unwrap_or(Err(Error::Closed))
     }
 

@@ -158,16 +158,30 @@ impl MetadataLog {
         let prefix = self.snapshot_prefix();
         let mut seqs: Vec<u64> = self.store.list(&prefix).await?.iter().filter_map(|m| parse_seq(&m.key, &prefix)).collect();
         seqs.sort_unstable();
+        // An older snapshot is a safe fallback: truncation deletes the entries after a
+        // snapshot only together with that snapshot. But when snapshots exist and none can be
+        // read, the entries below them may be gone, and replaying from further back would
+        // silently build a wrong state.
+        let mut unreadable = Vec::new();
         for seq in seqs.into_iter().rev().filter(|s| *s >= at_least) {
             let key = self.snapshot_key(seq);
             match self.store.get(&key).await {
                 Ok(data) => match decode(&key, KIND_SNAPSHOT, seq, &data) {
                     Ok(payload) => return Ok(Some((seq, payload))),
-                    Err(e) => tracing::warn!(error = %e, "skipping unreadable metadata snapshot"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping unreadable metadata snapshot");
+                        unreadable.push(seq);
+                    }
                 },
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if !unreadable.is_empty() {
+            return Err(Error::corrupt(
+                self.snapshot_prefix(),
+                format!("metadata snapshots {unreadable:?} are unreadable and no older snapshot exists; refusing to rebuild state from a truncated log"),
+            ));
         }
         Ok(None)
     }

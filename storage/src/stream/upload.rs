@@ -118,7 +118,7 @@ impl Inner {
         let max_age = self.config.gc_grace.as_millis() as u64 / 2;
         let now = self.clock.now_ms();
         match objects.iter().find(|(o, _)| o.created_ms + max_age < now) {
-            Some((o, _)) => Err(Error::Failed(format!("object {} is older than half the GC grace; not committing it", o.key))),
+            Some((o, _)) => Err(Error::UploadExpired { key: o.key.clone() }),
             None => Ok(()),
         }
     }
