@@ -21,7 +21,11 @@ pub enum Error {
     ObjectStore { op: &'static str, key: String, retryable: bool, message: String },
 
     #[error("I/O error on {}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: Arc<std::io::Error> },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 
     #[error("invalid object store URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },

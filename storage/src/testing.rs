@@ -112,11 +112,7 @@ impl Drop for SeaweedFs {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| PathBuf::from(dir).join(name))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| PathBuf::from(dir).join(name)).find(|p| p.is_file())
 }
 
 /// A block of `n` consecutive free loopback ports (checked by binding each).
@@ -151,10 +147,15 @@ pub fn unique_prefix(name: &str) -> String {
 
 /// The S3 config for a fresh prefix on the test server.
 pub fn s3_config(name: &str) -> S3Config {
+    s3_config_at(&s3_endpoint(), name)
+}
+
+/// The S3 config for a fresh prefix on the SeaweedFS at `endpoint`.
+pub fn s3_config_at(endpoint: &str, name: &str) -> S3Config {
     S3Config {
         bucket: TEST_BUCKET.to_string(),
         prefix: unique_prefix(name),
-        endpoint: Some(s3_endpoint()),
+        endpoint: Some(endpoint.to_string()),
         region: "us-east-1".to_string(),
         path_style: true,
         credentials: Some(S3Credentials {

@@ -478,9 +478,17 @@ async fn a_rejected_submission_leaves_the_rest_of_its_group_committed(store: Sha
     // nothing from the accepted ones queued beside them.
     let entries = metrics.request_count("put_if_absent") - appends_before;
     assert!((1..=2).contains(&entries), "{entries} log entries for one or two groups");
-    let seqs: Vec<u64> = [0, 1, 3, 6].iter().map(|&i| *results[i].as_ref().unwrap_or_else(|e| panic!("submission {i}: {e}"))).collect();
-    assert!(seqs.iter().all(|s| (before + 1..=before + entries).contains(s)), "accepted submissions landed in {seqs:?}");
-    assert_eq!(seqs[1..].iter().collect::<std::collections::BTreeSet<_>>().len(), 1, "submissions 1, 3 and 6 were queued together");
+    let seqs: Vec<u64> =
+        [0, 1, 3, 6].iter().map(|&i| *results[i].as_ref().unwrap_or_else(|e| panic!("submission {i}: {e}"))).collect();
+    assert!(
+        seqs.iter().all(|s| (before + 1..=before + entries).contains(s)),
+        "accepted submissions landed in {seqs:?}"
+    );
+    assert_eq!(
+        seqs[1..].iter().collect::<std::collections::BTreeSet<_>>().len(),
+        1,
+        "submissions 1, 3 and 6 were queued together"
+    );
     for rejected in [2, 4, 5] {
         assert_err!(&results[rejected], Error::StaleEpoch { stream_id: 1, epoch: 1, current: 2 });
     }

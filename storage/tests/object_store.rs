@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use automq_storage::object_store::{
     open_backend, Fault, FaultInjector, FaultRule, MemoryStore, MetricsStore, ObjectMeta, ObjectStore,
-    ObjectStoreMetrics, Op, RetryConfig, RetryStore, S3Credentials, S3Store, SharedStore, StoreOptions,
-    Trigger,
+    ObjectStoreMetrics, Op, RetryConfig, RetryStore, S3Credentials, S3Store, SharedStore, StoreOptions, Trigger,
 };
 use automq_storage::testing::{s3_config, s3_store, unique_prefix, TEST_ACCESS_KEY, TEST_SECRET_KEY};
 use automq_storage::Error;
@@ -442,10 +441,8 @@ async fn s3_url_reaches_the_configured_bucket_and_prefix() {
         config.endpoint.clone().unwrap(),
         config.region
     );
-    let credentials = S3Credentials {
-        access_key_id: TEST_ACCESS_KEY.to_string(),
-        secret_access_key: TEST_SECRET_KEY.to_string(),
-    };
+    let credentials =
+        S3Credentials { access_key_id: TEST_ACCESS_KEY.to_string(), secret_access_key: TEST_SECRET_KEY.to_string() };
     let options = StoreOptions { s3_credentials: Some(credentials), ..StoreOptions::default() };
     let by_url = open_backend(&url, &options).await.unwrap();
     by_url.put("stream/1", data("via url")).await.unwrap();

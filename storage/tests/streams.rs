@@ -2,6 +2,8 @@
 //! directory wiped, compaction, retention trim and GC, and crash/fault injection at every
 //! object-store request of a workload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,16 +49,30 @@ fn engine_config() -> StreamEngineConfig {
 }
 
 /// Opens catalog, WAL and engine over `store`, as a broker process would at start-up.
-async fn start(store: SharedStore, wal: WalKind, dir: &std::path::Path, clock: SharedClock) -> Result<StreamEngine, Error> {
+async fn start(
+    store: SharedStore,
+    wal: WalKind,
+    dir: &std::path::Path,
+    clock: SharedClock,
+) -> Result<StreamEngine, Error> {
     let catalog = Catalog::open(store.clone(), CatalogConfig::default(), clock.clone()).await?;
     let (wal, recovered): (Arc<dyn Wal>, _) = match wal {
         WalKind::S3 => {
-            let config = S3WalConfig { max_batch_bytes: 16 << 10, max_batch_delay: Duration::from_millis(1), ..S3WalConfig::new(1) };
+            let config = S3WalConfig {
+                max_batch_bytes: 16 << 10,
+                max_batch_delay: Duration::from_millis(1),
+                ..S3WalConfig::new(1)
+            };
             let (w, r) = S3Wal::open(store.clone(), config, clock.clone()).await?;
             (Arc::new(w), r)
         }
         WalKind::File => {
-            let config = FileWalConfig { segment_bytes: 64 << 10, max_segments: 8, max_write_bytes: 32 << 10, ..FileWalConfig::new(dir) };
+            let config = FileWalConfig {
+                segment_bytes: 64 << 10,
+                max_segments: 8,
+                max_write_bytes: 32 << 10,
+                ..FileWalConfig::new(dir)
+            };
             // A crashed predecessor's writer thread may still hold the lock for a moment.
             let mut attempt = 0;
             let (w, r) = loop {
@@ -224,7 +240,8 @@ async fn file_wal_restart_loses_nothing(backend: Backend) {
             let base = round * 4;
             let p = payload(&mut rng, s, base);
             let q = payload(&mut rng, other, base);
-            let (a, b) = tokio::join!(engine.append(s, base, base + 4, p.clone()), engine.append(other, base, base + 4, q));
+            let (a, b) =
+                tokio::join!(engine.append(s, base, base + 4, p.clone()), engine.append(other, base, base + 4, q));
             a.unwrap();
             b.unwrap();
             expected.push((base, base + 4, p));
@@ -326,7 +343,13 @@ struct Model {
 
 /// A seeded workload of appends, uploads, compactions, trims and GCs. Stops at the first
 /// error, as a crashed process would.
-async fn workload(engine: &StreamEngine, clock: &ManualClock, seed: u64, model: &mut Model, dead: &(dyn Fn() -> bool + Sync)) {
+async fn workload(
+    engine: &StreamEngine,
+    clock: &ManualClock,
+    seed: u64,
+    model: &mut Model,
+    dead: &(dyn Fn() -> bool + Sync),
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut streams = Vec::new();
     for _ in 0..3 {
@@ -340,48 +363,50 @@ async fn workload(engine: &StreamEngine, clock: &ManualClock, seed: u64, model: 
     }
     for _ in 0..40 {
         let step = rng.random_range(0..12);
-        let result = async { match step {
-            0..=6 => {
-                // Two streams at once: group commit.
-                let mut futs = Vec::new();
-                for &s in streams.iter().take(rng.random_range(1..3)) {
-                    let next = model.appends[&s].last_key_value().map(|(_, (e, _, _))| *e).unwrap_or(0);
-                    let p = payload(&mut rng, s, next);
-                    let end = next + rng.random_range(1..4);
-                    model.appends.get_mut(&s).unwrap().insert(next, (end, p.clone(), false));
-                    futs.push(async move { (s, next, engine.append(s, next, end, p).await) });
-                }
-                let mut outcome = Ok(());
-                for (s, base, r) in futures::future::join_all(futs).await {
-                    match r {
-                        Ok(()) => model.appends.get_mut(&s).unwrap().get_mut(&base).unwrap().2 = true,
-                        Err(e) => outcome = Err(e),
+        let result = async {
+            match step {
+                0..=6 => {
+                    // Two streams at once: group commit.
+                    let mut futs = Vec::new();
+                    for &s in streams.iter().take(rng.random_range(1..3)) {
+                        let next = model.appends[&s].last_key_value().map(|(_, (e, _, _))| *e).unwrap_or(0);
+                        let p = payload(&mut rng, s, next);
+                        let end = next + rng.random_range(1..4);
+                        model.appends.get_mut(&s).unwrap().insert(next, (end, p.clone(), false));
+                        futs.push(async move { (s, next, engine.append(s, next, end, p).await) });
                     }
-                }
-                outcome
-            }
-            7 | 8 => engine.flush().await,
-            9 => engine.compact_now().await.map(|_| ()),
-            10 => {
-                let s = streams[rng.random_range(0..streams.len())];
-                let acked: Vec<u64> = model.appends[&s].iter().filter(|(_, v)| v.2).map(|(b, _)| *b).collect();
-                match acked.get(acked.len() / 2) {
-                    Some(&to) if to > model.trims[&s].0 => {
-                        model.trims.get_mut(&s).unwrap().1 = to;
-                        let r = engine.trim(s, to).await;
-                        if r.is_ok() {
-                            model.trims.get_mut(&s).unwrap().0 = to;
+                    let mut outcome = Ok(());
+                    for (s, base, r) in futures::future::join_all(futs).await {
+                        match r {
+                            Ok(()) => model.appends.get_mut(&s).unwrap().get_mut(&base).unwrap().2 = true,
+                            Err(e) => outcome = Err(e),
                         }
-                        r
                     }
-                    _ => Ok(()),
+                    outcome
+                }
+                7 | 8 => engine.flush().await,
+                9 => engine.compact_now().await.map(|_| ()),
+                10 => {
+                    let s = streams[rng.random_range(0..streams.len())];
+                    let acked: Vec<u64> = model.appends[&s].iter().filter(|(_, v)| v.2).map(|(b, _)| *b).collect();
+                    match acked.get(acked.len() / 2) {
+                        Some(&to) if to > model.trims[&s].0 => {
+                            model.trims.get_mut(&s).unwrap().1 = to;
+                            let r = engine.trim(s, to).await;
+                            if r.is_ok() {
+                                model.trims.get_mut(&s).unwrap().0 = to;
+                            }
+                            r
+                        }
+                        _ => Ok(()),
+                    }
+                }
+                _ => {
+                    clock.advance_ms(GRACE.as_millis() as u64 + 1);
+                    engine.gc_now().await.map(|_| ())
                 }
             }
-            _ => {
-                clock.advance_ms(GRACE.as_millis() as u64 + 1);
-                engine.gc_now().await.map(|_| ())
-            }
-        }};
+        };
         // A crashed process does nothing more: stop as soon as the fault killed it (an append
         // may otherwise wait for upload space on a bucket it can no longer reach).
         let died = async {
@@ -402,9 +427,17 @@ async fn workload(engine: &StreamEngine, clock: &ManualClock, seed: u64, model: 
 /// Restarts over `store` and checks the model: every acknowledged batch at or above the
 /// stream's start is there byte-identical, nothing read back was never written, and every
 /// referenced object exists.
-async fn verify(store: SharedStore, wal: WalKind, dir: &std::path::Path, clock: SharedClock, model: &Model, context: &str) {
+async fn verify(
+    store: SharedStore,
+    wal: WalKind,
+    dir: &std::path::Path,
+    clock: SharedClock,
+    model: &Model,
+    context: &str,
+) {
     eprintln!("verifying {context}");
-    let engine = start(store.clone(), wal, dir, clock).await.unwrap_or_else(|e| panic!("{context}: restart failed: {e}"));
+    let engine =
+        start(store.clone(), wal, dir, clock).await.unwrap_or_else(|e| panic!("{context}: restart failed: {e}"));
     for (&s, appends) in &model.appends {
         if !engine.catalog().state().streams.contains_key(&s) {
             assert!(appends.values().all(|v| !v.2), "{context}: stream {s} vanished with acknowledged data");
@@ -413,14 +446,27 @@ async fn verify(store: SharedStore, wal: WalKind, dir: &std::path::Path, clock: 
         engine.open_stream(s).await.unwrap_or_else(|e| panic!("{context}: open {s}: {e}"));
         let (start, got) = read_all(&engine, s).await;
         let (acked_trim, tried_trim) = model.trims[&s];
-        assert!(start == acked_trim || start == tried_trim || (acked_trim == 0 && start == 0), "{context}: stream {s} starts at {start}");
+        assert!(
+            start == acked_trim || start == tried_trim || (acked_trim == 0 && start == 0),
+            "{context}: stream {s} starts at {start}"
+        );
         let got: BTreeMap<u64, (u64, Bytes)> = got.into_iter().map(|(b, e, p)| (b, (e, p))).collect();
         for (base, (end, payload)) in &got {
-            let tried = appends.get(base).unwrap_or_else(|| panic!("{context}: stream {s} has a batch at {base} nobody appended"));
-            assert_eq!((&tried.0, &tried.1), (end, payload), "{context}: stream {s} batch {base} differs from what was appended");
+            let tried = appends
+                .get(base)
+                .unwrap_or_else(|| panic!("{context}: stream {s} has a batch at {base} nobody appended"));
+            assert_eq!(
+                (&tried.0, &tried.1),
+                (end, payload),
+                "{context}: stream {s} batch {base} differs from what was appended"
+            );
         }
         for (base, (end, payload, acked)) in appends.iter().filter(|(b, v)| v.2 && **b >= start) {
-            assert_eq!(got.get(base), Some(&(*end, payload.clone())), "{context}: acknowledged batch {s}@{base} lost (acked={acked})");
+            assert_eq!(
+                got.get(base),
+                Some(&(*end, payload.clone())),
+                "{context}: acknowledged batch {s}@{base} lost (acked={acked})"
+            );
         }
     }
     assert_referenced_objects_exist(&engine, &store).await;
@@ -430,7 +476,10 @@ async fn verify(store: SharedStore, wal: WalKind, dir: &std::path::Path, clock: 
 /// Runs the workload with one fault injected at request `k` of every kind, for every `k`
 /// (or every `step`-th) up to what a fault-free run issues.
 async fn crash_matrix(backend: Backend, wal: WalKind, step: u64) {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (probe_store, _pdir) = fresh_store(backend, "crash-probe").await;
     let probe = Arc::new(FaultInjector::new(probe_store, 0));
     let probe_dir = tempfile::tempdir().unwrap();
@@ -500,7 +549,8 @@ async fn transient_errors_are_retried_without_loss_or_duplicates() {
     let injector = Arc::new(FaultInjector::new(inner.clone(), 99));
     injector.add_rule(FaultRule::new(Fault::Error { retryable: true }, Trigger::Probability(0.15)));
     injector.add_rule(FaultRule::new(Fault::ErrorAfterApply, Trigger::Probability(0.05)));
-    let retry = RetryConfig { max_attempts: 50, base_delay: Duration::from_micros(100), max_delay: Duration::from_millis(2) };
+    let retry =
+        RetryConfig { max_attempts: 50, base_delay: Duration::from_micros(100), max_delay: Duration::from_millis(2) };
     let store: SharedStore = Arc::new(RetryStore::new(injector.clone(), retry));
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);

@@ -64,11 +64,13 @@ fn replay(recovered: Recovered) -> Result<CatalogState> {
         None => CatalogState::default(),
     };
     for (seq, payload) in recovered.entries {
-        let records: Vec<CatalogRecord> =
-            serde_json::from_slice(&payload).map_err(|e| Error::corrupt(format!("metadata log entry {seq}"), e.to_string()))?;
+        let records: Vec<CatalogRecord> = serde_json::from_slice(&payload)
+            .map_err(|e| Error::corrupt(format!("metadata log entry {seq}"), e.to_string()))?;
         for record in &records {
             // The writer validated these; a failure here means the log is not what it wrote.
-            state.check(record).map_err(|e| Error::corrupt(format!("metadata log entry {seq}"), format!("{record:?}: {e}")))?;
+            state
+                .check(record)
+                .map_err(|e| Error::corrupt(format!("metadata log entry {seq}"), format!("{record:?}: {e}")))?;
             state.apply(record);
         }
         state.applied_seq = seq;
@@ -82,7 +84,12 @@ impl Catalog {
         let (log, recovered) = MetadataLog::open(store, config.log.clone(), clock.clone()).await?;
         let entries = recovered.entries.len() as u64;
         let state = replay(recovered)?;
-        tracing::info!(applied_seq = state.applied_seq, streams = state.streams.len(), objects = state.objects.len(), "catalog opened");
+        tracing::info!(
+            applied_seq = state.applied_seq,
+            streams = state.streams.len(),
+            objects = state.objects.len(),
+            "catalog opened"
+        );
         Ok(Arc::new_cyclic(|me| Catalog {
             config,
             clock,
@@ -204,7 +211,9 @@ impl Catalog {
                 match writer.log.truncate().await {
                     Ok(n) if n > 0 => tracing::debug!(deleted = n, "metadata log truncated"),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "metadata log truncation failed; will retry after the next snapshot"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metadata log truncation failed; will retry after the next snapshot")
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "catalog snapshot failed; will retry"),

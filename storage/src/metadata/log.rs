@@ -51,7 +51,11 @@ pub struct MetadataLogConfig {
 
 impl Default for MetadataLogConfig {
     fn default() -> Self {
-        MetadataLogConfig { prefix: "meta".into(), lease: Duration::from_secs(10), truncate_grace: Duration::from_secs(120) }
+        MetadataLogConfig {
+            prefix: "meta".into(),
+            lease: Duration::from_secs(10),
+            truncate_grace: Duration::from_secs(120),
+        }
     }
 }
 
@@ -110,7 +114,9 @@ fn decode(key: &str, kind: u8, seq: u64, data: &Bytes) -> Result<Bytes> {
     let (_writer, got_seq, _created) = (h.get_u64_le(), h.get_u64_le(), h.get_u64_le());
     let len = h.get_u32_le() as usize;
     if version != VERSION || got_kind != kind || got_seq != seq || HEADER_LEN + len + 4 != data.len() {
-        return Err(corrupt(format!("header mismatch: version {version}, kind {got_kind}, seq {got_seq}, length {len}")));
+        return Err(corrupt(format!(
+            "header mismatch: version {version}, kind {got_kind}, seq {got_seq}, length {len}"
+        )));
     }
     Ok(data.slice(HEADER_LEN..HEADER_LEN + len))
 }
@@ -156,7 +162,8 @@ impl MetadataLog {
 
     async fn newest_snapshot(&self, at_least: u64) -> Result<Option<(u64, Bytes)>> {
         let prefix = self.snapshot_prefix();
-        let mut seqs: Vec<u64> = self.store.list(&prefix).await?.iter().filter_map(|m| parse_seq(&m.key, &prefix)).collect();
+        let mut seqs: Vec<u64> =
+            self.store.list(&prefix).await?.iter().filter_map(|m| parse_seq(&m.key, &prefix)).collect();
         seqs.sort_unstable();
         // An older snapshot is a safe fallback: truncation deletes the entries after a
         // snapshot only together with that snapshot. But when snapshots exist and none can be
@@ -196,7 +203,9 @@ impl MetadataLog {
                 Ok(data) => {
                     match decode(&key, KIND_ENTRY, seq, &data) {
                         Ok(payload) => recovered.entries.push((seq, payload)),
-                        Err(e) => tracing::warn!(error = %e, seq, "skipping void metadata log entry (torn write, never acknowledged)"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, seq, "skipping void metadata log entry (torn write, never acknowledged)")
+                        }
                     }
                     self.confirmed_ms = started;
                     seq += 1;

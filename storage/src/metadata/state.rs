@@ -87,20 +87,48 @@ pub struct StreamEnd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CatalogRecord {
-    CreateStream { stream_id: StreamId },
+    CreateStream {
+        stream_id: StreamId,
+    },
     /// Takes ownership of a stream at a higher epoch (or re-opens at the same epoch by the
     /// same owner).
-    OpenStream { stream_id: StreamId, epoch: u64, node_id: NodeId },
-    CloseStream { stream_id: StreamId, epoch: u64 },
+    OpenStream {
+        stream_id: StreamId,
+        epoch: u64,
+        node_id: NodeId,
+    },
+    CloseStream {
+        stream_id: StreamId,
+        epoch: u64,
+    },
     /// Uploaded objects extend streams from their committed ends (`compacted` empty), or
     /// compacted objects replace the `compacted` ones, covering the same offsets.
-    CommitObjects { objects: Vec<DataObject>, stream_ends: Vec<StreamEnd>, compacted: Vec<ObjectId>, at_ms: u64 },
-    TrimStream { stream_id: StreamId, start_offset: u64, at_ms: u64 },
-    DeleteStream { stream_id: StreamId, at_ms: u64 },
+    CommitObjects {
+        objects: Vec<DataObject>,
+        stream_ends: Vec<StreamEnd>,
+        compacted: Vec<ObjectId>,
+        at_ms: u64,
+    },
+    TrimStream {
+        stream_id: StreamId,
+        start_offset: u64,
+        at_ms: u64,
+    },
+    DeleteStream {
+        stream_id: StreamId,
+        at_ms: u64,
+    },
     /// GC deleted these objects from the bucket.
-    ObjectsDeleted { object_ids: Vec<ObjectId> },
-    KvPut { key: String, value: String },
-    KvDelete { key: String },
+    ObjectsDeleted {
+        object_ids: Vec<ObjectId>,
+    },
+    KvPut {
+        key: String,
+        value: String,
+    },
+    KvDelete {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +235,10 @@ impl CatalogState {
                     at = r.end_offset;
                 }
                 if at != end.end_offset && !(ranges.is_empty() && end.end_offset == s.end_offset) {
-                    return invalid(format!("stream {}: ranges end at {at}, declared end {}", end.stream_id, end.end_offset));
+                    return invalid(format!(
+                        "stream {}: ranges end at {at}, declared end {}",
+                        end.stream_id, end.end_offset
+                    ));
                 }
             }
             if let Some(stream) = by_stream.keys().next() {
@@ -215,18 +246,22 @@ impl CatalogState {
             }
         } else {
             // Compaction: the removed objects must all be live, and each stream's new ranges
-            // must lie within what the removed objects held for it.
+            // must lie within what the removed objects held for it. It moves no stream's end.
+            if !stream_ends.is_empty() {
+                return invalid("a compaction commit cannot move stream ends".to_string());
+            }
             let mut held: BTreeMap<StreamId, Vec<(u64, u64)>> = BTreeMap::new();
             for id in compacted {
-                let o = self.objects.get(id).ok_or_else(|| Error::InvalidMetadata(format!("compacted object {id} is not live")))?;
+                let o = self
+                    .objects
+                    .get(id)
+                    .ok_or_else(|| Error::InvalidMetadata(format!("compacted object {id} is not live")))?;
                 for r in &o.ranges {
                     held.entry(r.stream_id).or_default().push((r.start_offset, r.end_offset));
                 }
             }
             for r in objects.iter().flat_map(|o| &o.ranges) {
-                let covered = held
-                    .get(&r.stream_id)
-                    .is_some_and(|runs| covers(runs, r));
+                let covered = held.get(&r.stream_id).is_some_and(|runs| covers(runs, r));
                 if !covered {
                     return invalid(format!(
                         "compacted range {}..{} of stream {} is not held by the objects it replaces",
@@ -245,7 +280,14 @@ impl CatalogState {
                 self.next_stream_id = stream_id + 1;
                 self.streams.insert(
                     *stream_id,
-                    Arc::new(StreamMeta { id: *stream_id, epoch: 0, owner: None, start_offset: 0, end_offset: 0, ranges: Vec::new() }),
+                    Arc::new(StreamMeta {
+                        id: *stream_id,
+                        epoch: 0,
+                        owner: None,
+                        start_offset: 0,
+                        end_offset: 0,
+                        ranges: Vec::new(),
+                    }),
                 );
             }
             CatalogRecord::OpenStream { stream_id, epoch, node_id } => {
@@ -279,7 +321,11 @@ impl CatalogState {
                         if let Some(s) = self.streams.get_mut(&r.stream_id) {
                             let s = Arc::make_mut(s);
                             if r.end_offset > s.start_offset {
-                                s.ranges.push(StreamRange { start_offset: r.start_offset, end_offset: r.end_offset, object_id: o.id });
+                                s.ranges.push(StreamRange {
+                                    start_offset: r.start_offset,
+                                    end_offset: r.end_offset,
+                                    object_id: o.id,
+                                });
                             }
                             touched.insert(r.stream_id);
                         }
@@ -342,9 +388,10 @@ impl CatalogState {
     fn release_unreferenced(&mut self, candidates: Vec<ObjectId>, at_ms: u64) {
         for id in candidates.into_iter().collect::<BTreeSet<_>>() {
             let Some(o) = self.objects.get(&id) else { continue };
-            let referenced = o.ranges.iter().any(|r| {
-                self.streams.get(&r.stream_id).is_some_and(|s| s.ranges.iter().any(|sr| sr.object_id == id))
-            });
+            let referenced = o
+                .ranges
+                .iter()
+                .any(|r| self.streams.get(&r.stream_id).is_some_and(|s| s.ranges.iter().any(|sr| sr.object_id == id)));
             if !referenced {
                 if let Some(o) = self.objects.remove(&id) {
                     self.deleting.insert(id, Deleting { key: o.key.clone(), marked_ms: at_ms });
@@ -392,7 +439,10 @@ mod tests {
             size: 100,
             index_pos: 90,
             created_ms: 0,
-            ranges: ranges.iter().map(|&(stream_id, s, e)| ObjectRange { stream_id, start_offset: s, end_offset: e }).collect(),
+            ranges: ranges
+                .iter()
+                .map(|&(stream_id, s, e)| ObjectRange { stream_id, start_offset: s, end_offset: e })
+                .collect(),
         }
     }
 
@@ -403,8 +453,19 @@ mod tests {
     }
 
     fn upload(state: &mut CatalogState, id: ObjectId, ranges: &[(StreamId, u64, u64)]) -> Result<()> {
-        let stream_ends = ranges.iter().map(|&(s, _, e)| StreamEnd { stream_id: s, epoch: state.streams[&s].epoch, end_offset: e }).collect();
-        run(state, CatalogRecord::CommitObjects { objects: vec![object(id, ranges)], stream_ends, compacted: vec![], at_ms: 5 })
+        let stream_ends = ranges
+            .iter()
+            .map(|&(s, _, e)| StreamEnd { stream_id: s, epoch: state.streams[&s].epoch, end_offset: e })
+            .collect();
+        run(
+            state,
+            CatalogRecord::CommitObjects {
+                objects: vec![object(id, ranges)],
+                stream_ends,
+                compacted: vec![],
+                at_ms: 5,
+            },
+        )
     }
 
     fn two_streams() -> CatalogState {
@@ -462,7 +523,12 @@ mod tests {
         let mut st = two_streams();
         upload(&mut st, 10, &[(1, 0, 5), (2, 0, 3)]).unwrap();
         upload(&mut st, 11, &[(1, 5, 9), (2, 3, 4)]).unwrap();
-        let bad = CatalogRecord::CommitObjects { objects: vec![object(12, &[(1, 0, 10)])], stream_ends: vec![], compacted: vec![10, 11], at_ms: 1 };
+        let bad = CatalogRecord::CommitObjects {
+            objects: vec![object(12, &[(1, 0, 10)])],
+            stream_ends: vec![],
+            compacted: vec![10, 11],
+            at_ms: 1,
+        };
         assert!(st.check(&bad).is_err(), "compaction cannot invent offsets");
         let good = CatalogRecord::CommitObjects {
             objects: vec![object(12, &[(1, 0, 9), (2, 0, 4)])],

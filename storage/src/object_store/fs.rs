@@ -229,4 +229,3 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
     }
     Ok(())
 }
-

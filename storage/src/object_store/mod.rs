@@ -111,8 +111,8 @@ pub async fn open_backend(url: &str, options: &StoreOptions) -> Result<SharedSto
             None => Arc::new(MemoryStore::new()),
         }),
         "s3" => {
-            let config = S3Config::from_url(&parsed, options.s3_credentials.clone())
-                .map_err(|reason| invalid(&reason))?;
+            let config =
+                S3Config::from_url(&parsed, options.s3_credentials.clone()).map_err(|reason| invalid(&reason))?;
             Ok(Arc::new(S3Store::connect(config).await))
         }
         other => Err(invalid(&format!("unknown scheme {other:?}; expected file, s3 or memory"))),

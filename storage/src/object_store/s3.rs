@@ -13,7 +13,9 @@ use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
@@ -48,7 +50,8 @@ impl S3Config {
                 "endpoint" => endpoint = Some(v.into_owned()),
                 "region" => region = Some(v.into_owned()),
                 "path_style" | "force_path_style" => {
-                    path_style = Some(v.parse::<bool>().map_err(|_| format!("path_style must be true or false, got {v:?}"))?)
+                    path_style =
+                        Some(v.parse::<bool>().map_err(|_| format!("path_style must be true or false, got {v:?}"))?)
                 }
                 other => return Err(format!("unknown parameter {other:?}; expected endpoint, region or path_style")),
             }
@@ -86,9 +89,11 @@ impl S3Store {
             .operation_attempt_timeout(config.operation_timeout)
             .build();
         let mut builder = match &config.credentials {
-            Some(c) => aws_sdk_s3::config::Builder::new()
-                .behavior_version(BehaviorVersion::latest())
-                .credentials_provider(Credentials::new(&c.access_key_id, &c.secret_access_key, None, None, "automq-static")),
+            Some(c) => {
+                aws_sdk_s3::config::Builder::new().behavior_version(BehaviorVersion::latest()).credentials_provider(
+                    Credentials::new(&c.access_key_id, &c.secret_access_key, None, None, "automq-static"),
+                )
+            }
             None => {
                 let shared = aws_config::defaults(BehaviorVersion::latest())
                     .region(Region::new(config.region.clone()))
@@ -190,7 +195,14 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let full = self.full_key(key)?;
-        let out = self.client.get_object().bucket(&self.bucket).key(&full).send().await.map_err(|e| map_err("get", key, e))?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| map_err("get", key, e))?;
         read_body(key, out.body).await
     }
 
@@ -210,7 +222,9 @@ impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let full = self.full_key(key)?;
         match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
-            Ok(out) => Ok(Some(ObjectMeta { key: key.to_string(), size: out.content_length().unwrap_or(0).max(0) as u64 })),
+            Ok(out) => {
+                Ok(Some(ObjectMeta { key: key.to_string(), size: out.content_length().unwrap_or(0).max(0) as u64 }))
+            }
             Err(e) => match map_err("head", key, e) {
                 Error::NotFound { .. } => Ok(None),
                 other => Err(other),

@@ -54,10 +54,16 @@ impl Inner {
                 let Some(stream) = state.streams.get(&range.stream_id) else { continue };
                 let mut batches = Vec::new();
                 for entry in index.blocks.iter().filter(|b| {
-                    b.stream_id == range.stream_id && b.start_offset < range.end_offset && b.end_offset > range.start_offset
+                    b.stream_id == range.stream_id
+                        && b.start_offset < range.end_offset
+                        && b.end_offset > range.start_offset
                 }) {
                     let block = data.slice(entry.position as usize..(entry.position + entry.size as u64) as usize);
-                    batches.extend(decode_block(&object.key, entry, &block)?.into_iter().filter(|b| b.end_offset > stream.start_offset));
+                    batches.extend(
+                        decode_block(&object.key, entry, &block)?
+                            .into_iter()
+                            .filter(|b| b.end_offset > stream.start_offset),
+                    );
                 }
                 pieces.entry(range.stream_id).or_default().push((*range, batches));
             }
@@ -70,7 +76,11 @@ impl Inner {
                 // A partly trimmed run now starts at its first kept batch.
                 let start = if first.base_offset > range.start_offset && first.base_offset <= batches[0].end_offset {
                     let trimmed = state.streams.get(&stream_id).is_some_and(|s| s.start_offset > range.start_offset);
-                    if trimmed { first.base_offset } else { range.start_offset }
+                    if trimmed {
+                        first.base_offset
+                    } else {
+                        range.start_offset
+                    }
                 } else {
                     range.start_offset
                 };

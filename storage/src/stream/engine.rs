@@ -21,6 +21,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct StreamEngineConfig {
     pub node_id: NodeId,
+    /// Key prefix of this engine's data objects. Engines sharing a bucket (brokers and the
+    /// warehouse) use different prefixes, or each one's GC would take the other's objects for
+    /// orphans.
+    pub data_prefix: String,
     /// Upload WAL data into objects at least this often...
     pub upload_interval: Duration,
     /// ...or as soon as this many acknowledged bytes wait for upload.
@@ -55,6 +59,7 @@ impl StreamEngineConfig {
     pub fn new(node_id: NodeId) -> Self {
         StreamEngineConfig {
             node_id,
+            data_prefix: "data".to_string(),
             upload_interval: Duration::from_millis(1000),
             upload_bytes: 32 << 20,
             stream_object_bytes: 16 << 20,
@@ -199,7 +204,8 @@ impl StreamEngine {
         clock: SharedClock,
         metrics: StreamMetrics,
     ) -> Result<Self> {
-        let reader = ObjectReader::new(store.clone(), config.block_cache_bytes, config.readahead_bytes, metrics.clone());
+        let reader =
+            ObjectReader::new(store.clone(), config.block_cache_bytes, config.readahead_bytes, metrics.clone());
         let inner = Arc::new(Inner {
             config,
             store,
@@ -243,7 +249,8 @@ impl StreamEngine {
                     Err(e) => {
                         // Retry soon (appends may be waiting for space), backing off from
                         // 100 ms up to the upload interval.
-                        let next = if wait >= inner.config.upload_interval { Duration::from_millis(100) } else { wait * 2 };
+                        let next =
+                            if wait >= inner.config.upload_interval { Duration::from_millis(100) } else { wait * 2 };
                         let next = next.min(inner.config.upload_interval);
                         tracing::warn!(error = %e, retry_in = ?next, "upload failed; will retry");
                         next
@@ -303,11 +310,19 @@ impl StreamEngine {
     pub async fn open_stream(&self, stream_id: StreamId) -> Result<StreamInfo> {
         let inner = &self.inner;
         if let Some(s) = inner.cache.lock().streams.get(&stream_id) {
-            return Ok(StreamInfo { stream_id, epoch: s.epoch, start_offset: s.start_offset, end_offset: s.next_offset });
+            return Ok(StreamInfo {
+                stream_id,
+                epoch: s.epoch,
+                start_offset: s.start_offset,
+                end_offset: s.next_offset,
+            });
         }
         let meta = inner.catalog.state().streams.get(&stream_id).cloned().ok_or(Error::StreamNotFound(stream_id))?;
         let epoch = meta.epoch + 1;
-        inner.catalog.submit(vec![CatalogRecord::OpenStream { stream_id, epoch, node_id: inner.config.node_id }]).await?;
+        inner
+            .catalog
+            .submit(vec![CatalogRecord::OpenStream { stream_id, epoch, node_id: inner.config.node_id }])
+            .await?;
         let meta = inner.catalog.state().streams.get(&stream_id).cloned().ok_or(Error::StreamNotFound(stream_id))?;
         let end = meta.end_offset;
         let (end_tx, _) = watch::channel(end);
@@ -394,7 +409,10 @@ impl StreamEngine {
                 return Err(Error::StreamNotOpen { stream_id });
             }
             if end_offset <= base_offset {
-                return Err(Error::InvalidAppend { stream_id, reason: format!("empty batch {base_offset}..{end_offset}") });
+                return Err(Error::InvalidAppend {
+                    stream_id,
+                    reason: format!("empty batch {base_offset}..{end_offset}"),
+                });
             }
             if base_offset < s.next_offset {
                 return Err(Error::InvalidAppend {
@@ -406,7 +424,8 @@ impl StreamEngine {
             let record = WalRecord { stream_id, epoch, base_offset, end_offset, payload: payload.clone() };
             let pending = inner.wal.append(record)?;
             s.next_offset = end_offset;
-            s.batches.insert(base_offset, CachedBatch { end_offset, payload, position: pending.position, durable: false });
+            s.batches
+                .insert(base_offset, CachedBatch { end_offset, payload, position: pending.position, durable: false });
             cache.unpersisted.insert(pending.position);
             cache.last_position = Some(pending.position);
             cache.bytes += len;
@@ -495,7 +514,9 @@ impl StreamEngine {
                 cache.bytes -= b.payload.len();
                 s.batches.remove(&base);
             }
-            s.cache_start = s.cache_start.max(s.batches.first_key_value().map(|(b, _)| *b).unwrap_or(s.uploaded_end).min(s.uploaded_end));
+            s.cache_start = s
+                .cache_start
+                .max(s.batches.first_key_value().map(|(b, _)| *b).unwrap_or(s.uploaded_end).min(s.uploaded_end));
         }
         Ok(())
     }
@@ -545,7 +566,13 @@ fn collect(s: &OpenStream, offset: u64, max_bytes: usize) -> Vec<StoredBatch> {
     let mut out = Vec::new();
     let mut bytes = 0;
     // The batch holding `offset` starts at or before it.
-    let from = s.batches.range(..=offset).next_back().filter(|(_, b)| b.end_offset > offset).map(|(k, _)| *k).unwrap_or(offset);
+    let from = s
+        .batches
+        .range(..=offset)
+        .next_back()
+        .filter(|(_, b)| b.end_offset > offset)
+        .map(|(k, _)| *k)
+        .unwrap_or(offset);
     for (&base, b) in s.batches.range(from..) {
         if b.end_offset > s.confirmed_end || (!out.is_empty() && bytes + b.payload.len() > max_bytes) {
             break;
@@ -571,7 +598,14 @@ impl Inner {
 
     /// Records the outcome of an append: on success the stream's durable prefix (what readers
     /// see) advances; a WAL failure fails the engine.
-    fn complete_append(&self, stream_id: StreamId, base_offset: u64, len: usize, started: Instant, outcome: &Result<()>) {
+    fn complete_append(
+        &self,
+        stream_id: StreamId,
+        base_offset: u64,
+        len: usize,
+        started: Instant,
+        outcome: &Result<()>,
+    ) {
         let mut cache = self.cache.lock();
         if let Err(e) = outcome {
             drop(cache);

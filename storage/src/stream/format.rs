@@ -69,7 +69,14 @@ pub struct ObjectBuilder {
 
 impl ObjectBuilder {
     pub fn new(block_bytes: usize) -> Self {
-        ObjectBuilder { block_bytes: block_bytes.max(1), data: BytesMut::new(), blocks: Vec::new(), ranges: Vec::new(), open: None, open_at: 0 }
+        ObjectBuilder {
+            block_bytes: block_bytes.max(1),
+            data: BytesMut::new(),
+            blocks: Vec::new(),
+            ranges: Vec::new(),
+            open: None,
+            open_at: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -112,7 +119,9 @@ impl ObjectBuilder {
         }
         self.close_block();
         match self.ranges.last_mut() {
-            Some(prev) if prev.stream_id == stream_id && prev.end_offset == range_start => prev.end_offset = last.end_offset,
+            Some(prev) if prev.stream_id == stream_id && prev.end_offset == range_start => {
+                prev.end_offset = last.end_offset
+            }
             _ => self.ranges.push(ObjectRange { stream_id, start_offset: range_start, end_offset: last.end_offset }),
         }
     }
@@ -209,7 +218,11 @@ pub fn decode_block(key: &str, entry: &BlockEntry, data: &Bytes) -> Result<Vec<S
         if rest.len() < BATCH_HEADER_LEN + len || end_offset < base_offset {
             return Err(corrupt(format!("bad batch at offset {base_offset}")));
         }
-        out.push(StoredBatch { base_offset, end_offset, payload: rest.slice(BATCH_HEADER_LEN..BATCH_HEADER_LEN + len) });
+        out.push(StoredBatch {
+            base_offset,
+            end_offset,
+            payload: rest.slice(BATCH_HEADER_LEN..BATCH_HEADER_LEN + len),
+        });
         rest.advance(BATCH_HEADER_LEN + len);
     }
     if out.len() != entry.batches as usize {
@@ -234,15 +247,20 @@ mod tests {
         b.add_run(1, 0, &s1);
         b.add_run(2, 5, &s2);
         let (obj, index_pos, ranges) = b.finish();
-        assert_eq!(ranges, vec![
-            ObjectRange { stream_id: 1, start_offset: 0, end_offset: 50 },
-            ObjectRange { stream_id: 2, start_offset: 5, end_offset: 10 },
-        ]);
+        assert_eq!(
+            ranges,
+            vec![
+                ObjectRange { stream_id: 1, start_offset: 0, end_offset: 50 },
+                ObjectRange { stream_id: 2, start_offset: 5, end_offset: 10 },
+            ]
+        );
         let index = decode_index("k", &obj.slice(index_pos as usize..)).unwrap();
         assert!(index.blocks.len() >= 3, "100-byte blocks split stream 1: {:?}", index.blocks);
         let mut back = Vec::new();
         for e in index.blocks.iter().filter(|e| e.stream_id == 1) {
-            back.extend(decode_block("k", e, &obj.slice(e.position as usize..(e.position + e.size as u64) as usize)).unwrap());
+            back.extend(
+                decode_block("k", e, &obj.slice(e.position as usize..(e.position + e.size as u64) as usize)).unwrap(),
+            );
         }
         assert_eq!(back, s1);
     }

@@ -29,16 +29,23 @@ impl Inner {
         let mut report = GcReport::default();
         let state = self.catalog.state();
         let now = self.clock.now_ms();
-        let due: Vec<_> = state.deleting.iter().filter(|(_, d)| d.marked_ms + grace <= now).map(|(id, d)| (*id, d.key.clone())).collect();
+        let due: Vec<_> = state
+            .deleting
+            .iter()
+            .filter(|(_, d)| d.marked_ms + grace <= now)
+            .map(|(id, d)| (*id, d.key.clone()))
+            .collect();
         for (_, key) in &due {
             self.store.delete(key).await?;
         }
         if !due.is_empty() {
-            self.catalog.submit(vec![CatalogRecord::ObjectsDeleted { object_ids: due.iter().map(|(id, _)| *id).collect() }]).await?;
+            self.catalog
+                .submit(vec![CatalogRecord::ObjectsDeleted { object_ids: due.iter().map(|(id, _)| *id).collect() }])
+                .await?;
             report.released_deleted = due.len();
         }
 
-        let listed = self.store.list("data/").await?;
+        let listed = self.store.list(&format!("{}/", self.config.data_prefix)).await?;
         let state = self.catalog.state();
         let now = self.clock.now_ms();
         let uncommitted = self.uncommitted.lock().clone();
@@ -53,13 +60,13 @@ impl Inner {
             if known.contains(meta.key.as_str()) {
                 continue;
             }
-            match created_ms_of(&meta.key) {
+            match created_ms_of(&self.config.data_prefix, &meta.key) {
                 Some(created) if created + grace <= now => {
                     self.store.delete(&meta.key).await?;
                     report.orphans_deleted += 1;
                 }
                 Some(_) => {}
-                None => tracing::warn!(key = %meta.key, "unexpected object under data/; leaving it"),
+                None => tracing::warn!(key = %meta.key, "unexpected object under the data prefix; leaving it"),
             }
         }
         self.metrics.gc_deleted_objects.inc_by((report.released_deleted + report.orphans_deleted) as u64);

@@ -41,18 +41,46 @@ impl StreamMetrics {
         };
         if let Some(r) = registry {
             r.register("automq_storage_append_bytes", "Bytes appended to streams", m.append_bytes.clone());
-            r.register("automq_storage_append_latency_seconds", "Time from append to durable acknowledgement", m.append_latency.clone());
+            r.register(
+                "automq_storage_append_latency_seconds",
+                "Time from append to durable acknowledgement",
+                m.append_latency.clone(),
+            );
             r.register("automq_storage_log_cache_bytes", "Bytes held in the log cache", m.log_cache_bytes.clone());
-            r.register("automq_storage_unuploaded_bytes", "Acknowledged bytes not yet in committed objects", m.unuploaded_bytes.clone());
-            r.register("automq_storage_block_cache_bytes", "Bytes held in the block cache", m.block_cache_bytes.clone());
+            r.register(
+                "automq_storage_unuploaded_bytes",
+                "Acknowledged bytes not yet in committed objects",
+                m.unuploaded_bytes.clone(),
+            );
+            r.register(
+                "automq_storage_block_cache_bytes",
+                "Bytes held in the block cache",
+                m.block_cache_bytes.clone(),
+            );
             r.register("automq_storage_block_cache_hits", "Block cache hits", m.block_cache_hits.clone());
-            r.register("automq_storage_block_cache_misses", "Block cache misses (ranged GETs)", m.block_cache_misses.clone());
+            r.register(
+                "automq_storage_block_cache_misses",
+                "Block cache misses (ranged GETs)",
+                m.block_cache_misses.clone(),
+            );
             r.register("automq_storage_uploads", "Uploads of WAL data into objects", m.uploads.clone());
-            r.register("automq_storage_upload_bytes", "Bytes uploaded from the WAL into objects", m.upload_bytes.clone());
+            r.register(
+                "automq_storage_upload_bytes",
+                "Bytes uploaded from the WAL into objects",
+                m.upload_bytes.clone(),
+            );
             r.register("automq_storage_compactions", "Compactions committed", m.compactions.clone());
             r.register("automq_storage_compacted_bytes", "Bytes rewritten by compaction", m.compacted_bytes.clone());
-            r.register("automq_storage_gc_deleted_objects", "Objects deleted by garbage collection", m.gc_deleted_objects.clone());
-            r.register("automq_storage_cold_read_bytes", "Bytes read from objects for fetches", m.cold_read_bytes.clone());
+            r.register(
+                "automq_storage_gc_deleted_objects",
+                "Objects deleted by garbage collection",
+                m.gc_deleted_objects.clone(),
+            );
+            r.register(
+                "automq_storage_cold_read_bytes",
+                "Bytes read from objects for fetches",
+                m.cold_read_bytes.clone(),
+            );
         }
         m
     }

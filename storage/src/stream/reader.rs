@@ -42,7 +42,10 @@ impl ObjectReader {
         }
         let tail = self.store.get_range(&object.key, object.index_pos..object.size).await?;
         if tail.len() as u64 != object.size - object.index_pos {
-            return Err(Error::corrupt(&object.key, format!("object is shorter than its committed size {}", object.size)));
+            return Err(Error::corrupt(
+                &object.key,
+                format!("object is shorter than its committed size {}", object.size),
+            ));
         }
         let index = Arc::new(decode_index(&object.key, &tail)?);
         self.indexes.lock().insert(object.id, index.clone(), tail.len());
@@ -91,7 +94,14 @@ impl ObjectReader {
 
     /// Reads committed batches of `stream_id` holding offsets in `from..until`, about
     /// `max_bytes` at most (always at least one batch if any exists).
-    pub(crate) async fn read(&self, state: &CatalogState, stream_id: StreamId, from: u64, until: u64, max_bytes: usize) -> Result<Vec<StoredBatch>> {
+    pub(crate) async fn read(
+        &self,
+        state: &CatalogState,
+        stream_id: StreamId,
+        from: u64,
+        until: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredBatch>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut at = from;

@@ -30,15 +30,15 @@ impl Run {
     }
 }
 
-/// The key of a new data object: a random id first (spreads keys over S3 partitions), then
-/// the creation time that GC reads back.
-pub(crate) fn object_key(id: u64, created_ms: u64) -> String {
-    format!("data/{id:016x}-{created_ms:013}")
+/// The key of a new data object under `prefix`: a random id first (spreads keys over S3
+/// partitions), then the creation time that GC reads back.
+pub(crate) fn object_key(prefix: &str, id: u64, created_ms: u64) -> String {
+    format!("{prefix}/{id:016x}-{created_ms:013}")
 }
 
-/// The creation time in a data object key, if it is one.
-pub(crate) fn created_ms_of(key: &str) -> Option<u64> {
-    let name = key.strip_prefix("data/")?;
+/// The creation time in a data object key under `prefix`, if it is one.
+pub(crate) fn created_ms_of(prefix: &str, key: &str) -> Option<u64> {
+    let name = key.strip_prefix(prefix)?.strip_prefix('/')?;
     let (id, created) = name.split_once('-')?;
     (id.len() == 16 && u64::from_str_radix(id, 16).is_ok()).then_some(())?;
     created.parse().ok()
@@ -60,7 +60,15 @@ pub(crate) fn build_objects(inner: &Inner, runs: &[Run]) -> Vec<(DataObject, Byt
         }
         let (bytes, index_pos, ranges) = builder.finish();
         let id = rand::random::<u64>();
-        let object = DataObject { id, key: object_key(id, now), kind, size: bytes.len() as u64, index_pos, created_ms: now, ranges };
+        let object = DataObject {
+            id,
+            key: object_key(&config.data_prefix, id, now),
+            kind,
+            size: bytes.len() as u64,
+            index_pos,
+            created_ms: now,
+            ranges,
+        };
         out.push((object, bytes));
     };
     let mut shared = ObjectBuilder::new(config.block_bytes);
@@ -102,7 +110,11 @@ impl Inner {
     }
 
     /// Puts `objects`, checks they are fresh, and commits `record` (which lists them).
-    pub(crate) async fn put_and_commit(&self, objects: &[(DataObject, Bytes)], record: impl FnOnce() -> CatalogRecord) -> Result<()> {
+    pub(crate) async fn put_and_commit(
+        &self,
+        objects: &[(DataObject, Bytes)],
+        record: impl FnOnce() -> CatalogRecord,
+    ) -> Result<()> {
         let result = async {
             self.put_objects(objects).await?;
             self.check_fresh(objects)?;
@@ -236,14 +248,21 @@ impl Inner {
                 skipped += 1;
                 continue;
             }
-            let (_, run) = runs.entry(r.stream_id).or_insert((meta.epoch, Run { stream_id: r.stream_id, start: meta.end_offset, batches: Vec::new() }));
+            let (_, run) = runs
+                .entry(r.stream_id)
+                .or_insert((meta.epoch, Run { stream_id: r.stream_id, start: meta.end_offset, batches: Vec::new() }));
             let end = run.end();
             if r.end_offset <= end {
                 skipped += 1; // already committed (or a duplicate)
                 continue;
             }
             if r.base_offset < end {
-                tracing::warn!(stream_id = r.stream_id, base = r.base_offset, end, "WAL record overlaps committed data; skipping it");
+                tracing::warn!(
+                    stream_id = r.stream_id,
+                    base = r.base_offset,
+                    end,
+                    "WAL record overlaps committed data; skipping it"
+                );
                 skipped += 1;
                 continue;
             }
@@ -252,7 +271,10 @@ impl Inner {
         }
         let runs: Vec<(u64, Run)> = runs.into_values().filter(|(_, r)| !r.batches.is_empty()).collect();
         if !runs.is_empty() {
-            let ends = runs.iter().map(|(epoch, r)| StreamEnd { stream_id: r.stream_id, epoch: *epoch, end_offset: r.end() }).collect();
+            let ends = runs
+                .iter()
+                .map(|(epoch, r)| StreamEnd { stream_id: r.stream_id, epoch: *epoch, end_offset: r.end() })
+                .collect();
             let runs: Vec<Run> = runs.into_iter().map(|(_, r)| r).collect();
             let objects = build_objects(self, &runs);
             let record = || CatalogRecord::CommitObjects {
@@ -276,9 +298,10 @@ mod tests {
 
     #[test]
     fn object_keys_carry_their_creation_time() {
-        let key = object_key(0xabc, 1_700_000_000_123);
-        assert_eq!(created_ms_of(&key), Some(1_700_000_000_123));
-        assert_eq!(created_ms_of("data/zz-12"), None);
-        assert_eq!(created_ms_of("wal/1/0"), None);
+        let key = object_key("data", 0xabc, 1_700_000_000_123);
+        assert_eq!(created_ms_of("data", &key), Some(1_700_000_000_123));
+        assert_eq!(created_ms_of("warehouse/data", &key), None, "another engine's prefix");
+        assert_eq!(created_ms_of("data", "data/zz-12"), None);
+        assert_eq!(created_ms_of("data", "wal/1/0"), None);
     }
 }

@@ -88,6 +88,10 @@ struct Shared {
     config: FileWalConfig,
     segments: Mutex<Segments>,
     changed: Condvar,
+    /// The directory lock. It lives here, shared with the writer thread, so that a WAL dropped
+    /// without `close` keeps the directory locked until its writer has drained the queue:
+    /// otherwise a new open would recover (and zero the tail of) segments still being written.
+    _lock: File,
 }
 
 /// The file WAL. See the module docs.
@@ -96,7 +100,6 @@ pub struct FileWal {
     shared: Arc<Shared>,
     appender: Mutex<Appender>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    _lock: File,
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -117,15 +120,24 @@ impl FileWal {
     pub fn open(config: FileWalConfig) -> Result<(Self, Vec<RecoveredRecord>)> {
         let dir = config.dir.clone();
         if config.segment_bytes < 4096 || !config.segment_bytes.is_multiple_of(4096) {
-            return Err(Error::InvalidMetadata(format!("segment_bytes {} must be a multiple of 4096", config.segment_bytes)));
+            return Err(Error::InvalidMetadata(format!(
+                "segment_bytes {} must be a multiple of 4096",
+                config.segment_bytes
+            )));
         }
         if config.max_segments < 2 {
             return Err(Error::InvalidMetadata("max_segments must be at least 2".into()));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-        lock.try_lock().map_err(|_| Error::Fenced(format!("file WAL {} is locked by another process", dir.display())))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock.try_lock()
+            .map_err(|_| Error::Fenced(format!("file WAL {} is locked by another process", dir.display())))?;
 
         let mut segments = Segments::default();
         let mut high_water = 0u64;
@@ -157,7 +169,12 @@ impl FileWal {
         }
 
         let (records, end_lsn) = recover(&config, &mut segments, high_water)?;
-        let shared = Arc::new(Shared { config: config.clone(), segments: Mutex::new(segments), changed: Condvar::new() });
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            segments: Mutex::new(segments),
+            changed: Condvar::new(),
+            _lock: lock,
+        });
         let (tx, rx) = mpsc::channel();
         let mut threads = Vec::new();
         let writer_shared = shared.clone();
@@ -179,7 +196,6 @@ impl FileWal {
             shared,
             appender: Mutex::new(Appender { next_lsn: end_lsn, tx: Some(tx) }),
             threads: Mutex::new(threads),
-            _lock: lock,
         };
         Ok((wal, records))
     }
@@ -242,13 +258,16 @@ fn recover(config: &FileWalConfig, segments: &mut Segments, high_water: u64) -> 
         if let Decoded::Record { .. } = decode_frame(&Bytes::from(head), Some(later)) {
             return Err(Error::corrupt(
                 path.display().to_string(),
-                format!("valid records follow an invalid frame at LSN {}; refusing to cut acknowledged data", end_base + end_off),
+                format!(
+                    "valid records follow an invalid frame at LSN {}; refusing to cut acknowledged data",
+                    end_base + end_off
+                ),
             ));
         }
+        // Deleted rather than recycled: a file reused at this same base would hold frames
+        // with exactly the positions a reader expects.
         segments.live.remove(&later);
-        let free = free_path(dir, later);
-        fs::rename(&path, &free).map_err(|e| Error::io(&path, e))?;
-        segments.free.push(free);
+        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     }
     if segments.live.contains_key(&end_base) && end_off < seg {
         // Zero the cut tail so a stale frame can never line up with a later write.
@@ -347,7 +366,7 @@ fn trim_segments(shared: &Shared, position: WalPosition) -> Result<()> {
     let dir = &shared.config.dir;
     let seg = shared.config.segment_bytes;
     let mut s = shared.segments.lock();
-    let trimmable: Vec<u64> = s.live.keys().copied().take_while(|base| base + seg <= position + 1).collect();
+    let trimmable: Vec<u64> = s.live.keys().copied().take_while(|base| base + seg - 1 <= position).collect();
     for base in trimmable {
         let from = segment_path(dir, base);
         let free = free_path(dir, base);
@@ -393,6 +412,11 @@ fn obtain_segment(shared: &Shared, base: u64) -> Result<File> {
             s.live.insert(base, ());
             break;
         }
+        if s.closed {
+            // Dropped without `close`: nobody will trim, and waiting would keep the directory
+            // locked for good.
+            return Err(Error::Closed);
+        }
         tracing::warn!(dir = %dir.display(), "file WAL is full; appends wait for uploads to trim it");
         shared.changed.wait(&mut s);
     }
@@ -403,7 +427,8 @@ fn obtain_segment(shared: &Shared, base: u64) -> Result<File> {
 /// Writes a zero-filled segment to a temporary name, syncs it, and renames it into place.
 fn create_zeroed(config: &FileWalConfig, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let zeroes = vec![0u8; 1 << 20];
     let mut left = config.segment_bytes;
     while left > 0 {
@@ -465,7 +490,9 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Item>) {
         if let Err(e) = &result {
             let mut s = shared.segments.lock();
             if s.failed.is_none() {
-                tracing::error!(error = %e, "file WAL write failed; the WAL refuses further appends until reopened");
+                if !matches!(e, Error::Closed) {
+                    tracing::error!(error = %e, "file WAL write failed; the WAL refuses further appends until reopened");
+                }
                 s.failed = Some(format!("file WAL write failed: {e}"));
             }
             drop(s);

@@ -102,7 +102,8 @@ pub fn decode_frame(buf: &Bytes, expected: Option<WalPosition>) -> Decoded {
     match b.get_u8() {
         KIND_PADDING if body_len == PADDING_BODY_LEN => Decoded::Padding { position, len },
         KIND_DATA if body_len >= DATA_FIXED_LEN => {
-            let (stream_id, epoch, base_offset, end_offset) = (b.get_u64_le(), b.get_u64_le(), b.get_u64_le(), b.get_u64_le());
+            let (stream_id, epoch, base_offset, end_offset) =
+                (b.get_u64_le(), b.get_u64_le(), b.get_u64_le(), b.get_u64_le());
             if end_offset < base_offset {
                 return invalid(format!("end offset {end_offset} below base offset {base_offset}"));
             }
@@ -119,7 +120,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn record(payload: &[u8]) -> WalRecord {
-        WalRecord { stream_id: 7, epoch: 3, base_offset: 100, end_offset: 110, payload: Bytes::copy_from_slice(payload) }
+        WalRecord {
+            stream_id: 7,
+            epoch: 3,
+            base_offset: 100,
+            end_offset: 110,
+            payload: Bytes::copy_from_slice(payload),
+        }
     }
 
     #[test]

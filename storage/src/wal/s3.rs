@@ -15,6 +15,16 @@
 //! up cannot acknowledge anything more. Objects that land above a fence were never
 //! acknowledged and are ignored.
 //!
+//! Reading starts at an epoch's lowest listed sequence number, which is only right if every
+//! number below it was acknowledged and then trimmed, never lost. So an epoch's first object is
+//! uploaded alone (pipelining starts once it is acknowledged), and nothing is uploaded after an
+//! upload failed: a lost object never has a later one of its epoch in the bucket, except above
+//! a kept, acknowledged one, where reading stops at the gap.
+//!
+//! Positions increase across incarnations: a new epoch starts after the last record found and
+//! after the position recorded in every `start` marker, which stays in the bucket as long as
+//! its epoch is the newest, even when all data objects were trimmed.
+//!
 //! Trimming deletes data objects in ascending order, one at a time, and always keeps the
 //! newest one of the live epoch, so the live epoch's sequence space stays a contiguous run
 //! whose end a recoverer can find. LIST is only used when opening.
@@ -217,7 +227,12 @@ pub(crate) struct FencedWal {
 
 /// Fences every epoch of `config.node_id`'s WAL and reads back every record that may have
 /// been acknowledged. Used by [`S3Wal::open`] and by a peer taking over a crashed node.
-pub(crate) async fn fence_node(store: &SharedStore, config: &S3WalConfig, clock: &SharedClock, writer: u64) -> Result<FencedWal> {
+pub(crate) async fn fence_node(
+    store: &SharedStore,
+    config: &S3WalConfig,
+    clock: &SharedClock,
+    writer: u64,
+) -> Result<FencedWal> {
     let prefix = config.node_prefix();
     let mut epochs: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
     for meta in store.list(&prefix).await? {
@@ -235,6 +250,9 @@ pub(crate) async fn fence_node(store: &SharedStore, config: &S3WalConfig, clock:
     let mut out = FencedWal { max_epoch: epochs.keys().next_back().copied().unwrap_or(0), ..Default::default() };
     let now = clock.now_ms();
     for (&epoch, (has_start, seqs)) in &epochs {
+        if *has_start {
+            out.next_position = out.next_position.max(start_position(store, config, epoch).await?);
+        }
         let listed: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
         let mut seq = listed.first().copied().unwrap_or(0);
         loop {
@@ -251,7 +269,16 @@ pub(crate) async fn fence_node(store: &SharedStore, config: &S3WalConfig, clock:
                     Err(e) => return Err(e),
                 }
             } else {
-                let fence = Header { kind: KIND_FENCE, node_id: config.node_id, epoch, seq, created_ms: now, writer, position: 0, records: 0 };
+                let fence = Header {
+                    kind: KIND_FENCE,
+                    node_id: config.node_id,
+                    epoch,
+                    seq,
+                    created_ms: now,
+                    writer,
+                    position: 0,
+                    records: 0,
+                };
                 match store.put_if_absent(&key, encode_object(&fence, &[])).await {
                     Ok(()) => {
                         tracing::info!(node = config.node_id, epoch, seq, "fenced WAL epoch");
@@ -262,14 +289,32 @@ pub(crate) async fn fence_node(store: &SharedStore, config: &S3WalConfig, clock:
                     Err(e) => return Err(e),
                 }
             };
-            match decode_object(&key, &data) {
+            // The header must be the one written at this key: a misplaced or unknown object is
+            // treated like a torn one.
+            let decoded = decode_object(&key, &data).and_then(|(h, records)| {
+                let placed = h.node_id == config.node_id && h.epoch == epoch && h.seq == seq;
+                if placed && (h.kind == KIND_DATA || h.kind == KIND_FENCE) {
+                    Ok((h, records))
+                } else {
+                    Err(Error::corrupt(
+                        &key,
+                        format!("header names node {} epoch {} seq {} kind {}", h.node_id, h.epoch, h.seq, h.kind),
+                    ))
+                }
+            });
+            match decoded {
                 Ok((header, _)) if header.kind == KIND_FENCE => {
-                    if epoch < out.max_epoch && header.created_ms + config.fence_retention.as_millis() as u64 <= now {
+                    // A long-dead epoch's leftovers go once nothing below its fence still waits
+                    // to be persisted (that is the trim's job, after the caller commits it):
+                    // its start marker, its fence and whatever landed above the fence.
+                    let unsaved = out.objects.keys().any(|(e, _)| *e == epoch);
+                    let expired = header.created_ms + config.fence_retention.as_millis() as u64 <= now;
+                    if epoch < out.max_epoch && expired && !unsaved {
                         out.expired.push(key.clone());
                         if *has_start {
                             out.expired.push(config.start_key(epoch));
                         }
-                        out.expired.extend(listed.iter().filter(|s| **s != seq).map(|s| config.data_key(epoch, *s)));
+                        out.expired.extend(listed.iter().filter(|s| **s > seq).map(|s| config.data_key(epoch, *s)));
                     }
                     break;
                 }
@@ -299,10 +344,32 @@ pub(crate) async fn fence_node(store: &SharedStore, config: &S3WalConfig, clock:
     Ok(out)
 }
 
+/// The position `epoch`'s writer started at, from its start marker; 0 when the marker is gone
+/// (deleted since the listing) or torn (its writer never opened, so it wrote nothing).
+async fn start_position(store: &SharedStore, config: &S3WalConfig, epoch: u64) -> Result<u64> {
+    let key = config.start_key(epoch);
+    let data = match store.get(&key).await {
+        Ok(data) => data,
+        Err(Error::NotFound { .. }) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    match decode_object(&key, &data) {
+        Ok((header, _)) => Ok(header.position),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL start marker is corrupt; its epoch never wrote");
+            Ok(0)
+        }
+    }
+}
+
 impl S3Wal {
     /// Opens node `config.node_id`'s WAL: fences every earlier epoch, returns the records they
     /// hold (the caller persists them and then trims), and starts a new epoch.
-    pub async fn open(store: SharedStore, config: S3WalConfig, clock: SharedClock) -> Result<(Self, Vec<RecoveredRecord>)> {
+    pub async fn open(
+        store: SharedStore,
+        config: S3WalConfig,
+        clock: SharedClock,
+    ) -> Result<(Self, Vec<RecoveredRecord>)> {
         let writer = rand::random::<u64>();
         let fenced = fence_node(&store, &config, &clock, writer).await?;
         let epoch = fenced.max_epoch + 1;
@@ -428,8 +495,10 @@ async fn writer_task(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(u64, 
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut inflight: FuturesOrdered<Upload> = FuturesOrdered::new();
     let mut open = true;
+    // The epoch's first object goes alone (see the module docs).
+    let mut first_acknowledged = false;
     loop {
-        let can_seal = inflight.len() < config.max_inflight;
+        let can_seal = inflight.len() < if first_acknowledged { config.max_inflight } else { 1 };
         if !batch.is_empty() && can_seal && (batch_bytes >= config.max_batch_bytes || !open) {
             inflight.push_back(seal(&shared, next_seq, std::mem::take(&mut batch)));
             next_seq += 1;
@@ -450,6 +519,7 @@ async fn writer_task(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(u64, 
                         (Some(msg), _) => Err(Error::Failed(msg.clone())),
                         (None, Ok(())) => {
                             state.objects.insert((shared.epoch, seq), last);
+                            first_acknowledged = true;
                             Ok(())
                         }
                         (None, Err(e)) => {
@@ -487,10 +557,15 @@ async fn writer_task(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(u64, 
     }
 }
 
-/// Builds the object for one group commit and starts its conditional upload.
+/// Builds the object for one group commit and starts its conditional upload; once the WAL has
+/// failed, fails the batch instead (an object landing after a lost one could be read back).
 fn seal(shared: &Arc<Shared>, seq: u64, batch: Vec<(u64, Item)>) -> Upload {
     let first = batch.first().map(|(p, _)| *p).unwrap_or(0);
     let last = batch.last().map(|(p, _)| *p).unwrap_or(0);
+    if let Some(msg) = shared.state.lock().failed.clone() {
+        let acks = batch.into_iter().map(|(_, item)| item.ack).collect();
+        return Box::pin(futures::future::ready((seq, last, Err(Error::Failed(msg)), acks)));
+    }
     let mut frames = BytesMut::with_capacity(batch.iter().map(|(_, i)| i.frame.len()).sum());
     let mut acks = Vec::with_capacity(batch.len());
     for (_, item) in batch {
@@ -529,10 +604,20 @@ mod tests {
     #[test]
     fn objects_roundtrip_and_detect_damage() {
         let mut frames = BytesMut::new();
-        let rec = WalRecord { stream_id: 1, epoch: 2, base_offset: 3, end_offset: 4, payload: Bytes::from_static(b"abc") };
+        let rec =
+            WalRecord { stream_id: 1, epoch: 2, base_offset: 3, end_offset: 4, payload: Bytes::from_static(b"abc") };
         encode_frame(&mut frames, 10, &rec);
         encode_frame(&mut frames, 11, &rec);
-        let h = Header { kind: KIND_DATA, node_id: 1, epoch: 5, seq: 6, created_ms: 7, writer: 8, position: 10, records: 2 };
+        let h = Header {
+            kind: KIND_DATA,
+            node_id: 1,
+            epoch: 5,
+            seq: 6,
+            created_ms: 7,
+            writer: 8,
+            position: 10,
+            records: 2,
+        };
         let obj = encode_object(&h, &frames);
         let (h2, recs) = decode_object("k", &obj).unwrap();
         assert_eq!(h2, h);
