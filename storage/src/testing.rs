@@ -203,3 +203,27 @@ pub async fn fresh_store(backend: Backend, name: &str) -> (SharedStore, Option<t
         Backend::S3 => (s3_store(name).await, None),
     }
 }
+
+/// Stamps out one `#[tokio::test]` per backend, in modules `memory`, `file` and `s3`, for each
+/// named async body taking a fresh, empty [`SharedStore`]. The runtime has several worker
+/// threads so that concurrent bodies really race.
+#[macro_export]
+macro_rules! store_tests {
+    ($($body:ident),+ $(,)?) => {
+        $crate::store_tests!(@backend memory, Memory, $($body),+);
+        $crate::store_tests!(@backend file, File, $($body),+);
+        $crate::store_tests!(@backend s3, S3, $($body),+);
+    };
+    (@backend $module:ident, $backend:ident, $($body:ident),+) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $body() {
+                    let (store, _dir) =
+                        $crate::testing::fresh_store($crate::testing::Backend::$backend, stringify!($body)).await;
+                    super::$body(store).await;
+                }
+            )+
+        }
+    };
+}

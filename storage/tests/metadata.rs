@@ -31,29 +31,7 @@ macro_rules! assert_err {
     };
 }
 
-/// Stamps out one `#[tokio::test]` per backend for each named body.
-macro_rules! backends {
-    ($($body:ident),+ $(,)?) => {
-        backends!(@backend memory, Memory, $($body),+);
-        backends!(@backend file, File, $($body),+);
-        backends!(@backend s3, S3, $($body),+);
-    };
-    (@backend $module:ident, $backend:ident, $($body:ident),+) => {
-        mod $module {
-            use automq_storage::testing::{fresh_store, Backend};
-            $(
-                // Several worker threads, so that concurrent bodies really race.
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $body() {
-                    let (store, _dir) = fresh_store(Backend::$backend, stringify!($body)).await;
-                    super::$body(store).await;
-                }
-            )+
-        }
-    };
-}
-
-backends!(
+automq_storage::store_tests!(
     concurrent_writers_build_one_linear_history,
     truncation_waits_for_the_grace_and_keeps_the_snapshot_entry,
     the_predecessor_check_runs_only_after_idling_past_the_lease,

@@ -27,29 +27,7 @@ macro_rules! assert_err {
     };
 }
 
-/// Stamps out one `#[tokio::test]` per backend for each named body.
-macro_rules! conformance {
-    ($($body:ident),+ $(,)?) => {
-        conformance!(@backend memory, Memory, $($body),+);
-        conformance!(@backend file, File, $($body),+);
-        conformance!(@backend s3, S3, $($body),+);
-    };
-    (@backend $module:ident, $backend:ident, $($body:ident),+) => {
-        mod $module {
-            use automq_storage::testing::{fresh_store, Backend};
-            $(
-                // Several worker threads, so that concurrent bodies really race.
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $body() {
-                    let (store, _dir) = fresh_store(Backend::$backend, stringify!($body)).await;
-                    super::$body(store).await;
-                }
-            )+
-        }
-    };
-}
-
-conformance!(
+automq_storage::store_tests!(
     put_get_roundtrip,
     put_overwrites,
     get_of_missing_key_is_not_found,

@@ -24,28 +24,7 @@ use automq_storage::wal::{
 use automq_storage::Error;
 use bytes::Bytes;
 
-/// Stamps out one `#[tokio::test]` per object-store backend for each named S3 WAL body.
-macro_rules! backends {
-    ($($body:ident),+ $(,)?) => {
-        backends!(@backend memory, Memory, $($body),+);
-        backends!(@backend file, File, $($body),+);
-        backends!(@backend s3, S3, $($body),+);
-    };
-    (@backend $module:ident, $backend:ident, $($body:ident),+) => {
-        mod $module {
-            use automq_storage::testing::{fresh_store, Backend};
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $body() {
-                    let (store, _dir) = fresh_store(Backend::$backend, stringify!($body)).await;
-                    super::$body(store).await;
-                }
-            )+
-        }
-    };
-}
-
-backends!(
+automq_storage::store_tests!(
     group_commit_batches_concurrent_appends,
     a_new_incarnation_fences_the_old_writer,
     trim_deletes_old_objects_but_keeps_the_newest,

@@ -194,39 +194,9 @@ impl MetadataLog {
     }
 
     async fn read_from_newest_snapshot(&mut self) -> Result<Recovered> {
-        let mut recovered = Recovered { snapshot: self.newest_snapshot(0).await?, entries: Vec::new() };
-        let mut seq = recovered.snapshot.as_ref().map(|(s, _)| s + 1).unwrap_or(1);
-        loop {
-            let key = self.entry_key(seq);
-            let started = self.clock.now_ms();
-            match self.store.get(&key).await {
-                Ok(data) => {
-                    match decode(&key, KIND_ENTRY, seq, &data) {
-                        Ok(payload) => recovered.entries.push((seq, payload)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, seq, "skipping void metadata log entry (torn write, never acknowledged)")
-                        }
-                    }
-                    self.confirmed_ms = started;
-                    seq += 1;
-                }
-                Err(Error::NotFound { .. }) => {
-                    // Either the end of the log, or truncated under us after a newer snapshot
-                    // was written; in that case restart from that snapshot.
-                    match self.newest_snapshot(seq).await? {
-                        Some(snapshot) => {
-                            seq = snapshot.0 + 1;
-                            recovered = Recovered { snapshot: Some(snapshot), entries: Vec::new() };
-                        }
-                        None => break,
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.next_seq = seq;
-        self.fenced = false;
-        Ok(recovered)
+        let snapshot = self.newest_snapshot(0).await?;
+        let seq = snapshot.as_ref().map(|(s, _)| s + 1).unwrap_or(1);
+        self.read_forward(seq, Recovered { snapshot, entries: Vec::new() }).await
     }
 
     /// Reads entries others appended since our position (after [`Error::Fenced`], or to
@@ -246,6 +216,13 @@ impl MetadataLog {
                 recovered.snapshot = Some(snapshot);
             }
         }
+        self.read_forward(seq, recovered).await
+    }
+
+    /// Reads entries from `seq` until the first missing one. A missing entry is either the end
+    /// of the log or one truncated under us after a newer snapshot was written; in that case
+    /// reading restarts from that snapshot.
+    async fn read_forward(&mut self, mut seq: u64, mut recovered: Recovered) -> Result<Recovered> {
         loop {
             let key = self.entry_key(seq);
             let started = self.clock.now_ms();
@@ -253,7 +230,9 @@ impl MetadataLog {
                 Ok(data) => {
                     match decode(&key, KIND_ENTRY, seq, &data) {
                         Ok(payload) => recovered.entries.push((seq, payload)),
-                        Err(e) => tracing::warn!(error = %e, seq, "skipping void metadata log entry"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, seq, "skipping void metadata log entry (torn write, never acknowledged)")
+                        }
                     }
                     self.confirmed_ms = started;
                     seq += 1;

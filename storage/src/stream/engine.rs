@@ -259,35 +259,32 @@ impl StreamEngine {
             }
         }));
         if let Some(every) = self.inner.config.compaction_interval {
-            let inner = self.inner.clone();
-            let mut stop = self.stop.subscribe();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = stop.changed() => return,
-                    }
-                    if let Err(e) = inner.compact().await {
-                        tracing::warn!(error = %e, "compaction failed; will retry");
-                    }
-                }
-            }));
+            tasks.push(self.every(every, "compaction", |inner| async move { inner.compact().await.map(|_| ()) }));
         }
         if let Some(every) = self.inner.config.gc_interval {
-            let inner = self.inner.clone();
-            let mut stop = self.stop.subscribe();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = stop.changed() => return,
-                    }
-                    if let Err(e) = inner.gc().await {
-                        tracing::warn!(error = %e, "garbage collection failed; will retry");
-                    }
-                }
-            }));
+            tasks.push(self.every(every, "garbage collection", |inner| async move { inner.gc().await.map(|_| ()) }));
         }
+    }
+
+    /// Runs `work` every `period` until shutdown; a failure is logged and retried next time.
+    fn every<F, Fut>(&self, period: Duration, what: &'static str, work: F) -> JoinHandle<()>
+    where
+        F: Fn(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let inner = self.inner.clone();
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = work(inner.clone()).await {
+                    tracing::warn!(error = %e, what, "background work failed; will retry");
+                }
+            }
+        })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

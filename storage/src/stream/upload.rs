@@ -135,6 +135,17 @@ impl Inner {
         }
     }
 
+    /// Puts and commits uploaded objects that extend streams to `ends`.
+    async fn commit_upload(&self, objects: &[(DataObject, Bytes)], ends: Vec<StreamEnd>) -> Result<()> {
+        let record = || CatalogRecord::CommitObjects {
+            objects: objects.iter().map(|(o, _)| o.clone()).collect(),
+            stream_ends: ends,
+            compacted: vec![],
+            at_ms: self.clock.now_ms(),
+        };
+        self.put_and_commit(objects, record).await
+    }
+
     /// Uploads every acknowledged batch not yet in an object, commits, trims the WAL and
     /// evicts what the log cache no longer needs. Returns the bytes uploaded.
     #[tracing::instrument(skip(self))]
@@ -170,13 +181,7 @@ impl Inner {
             return Ok(0);
         }
         let objects = build_objects(self, &runs);
-        let record = || CatalogRecord::CommitObjects {
-            objects: objects.iter().map(|(o, _)| o.clone()).collect(),
-            stream_ends: ends,
-            compacted: vec![],
-            at_ms: self.clock.now_ms(),
-        };
-        if let Err(e) = self.put_and_commit(&objects, record).await {
+        if let Err(e) = self.commit_upload(&objects, ends).await {
             match &e {
                 // Another node owns the stream now: forget it here; the other streams go in
                 // the next upload (these objects become orphans for GC).
@@ -277,13 +282,7 @@ impl Inner {
                 .collect();
             let runs: Vec<Run> = runs.into_iter().map(|(_, r)| r).collect();
             let objects = build_objects(self, &runs);
-            let record = || CatalogRecord::CommitObjects {
-                objects: objects.iter().map(|(o, _)| o.clone()).collect(),
-                stream_ends: ends,
-                compacted: vec![],
-                at_ms: self.clock.now_ms(),
-            };
-            self.put_and_commit(&objects, record).await?;
+            self.commit_upload(&objects, ends).await?;
         }
         tracing::info!(kept, skipped, "WAL recovery committed");
         self.wal.trim(last).await?;
