@@ -113,6 +113,12 @@ fn decode(key: &str, kind: u8, seq: u64, data: &Bytes) -> Result<Bytes> {
     let (version, got_kind) = (h.get_u8(), h.get_u8());
     let (_writer, got_seq, _created) = (h.get_u64_le(), h.get_u64_le(), h.get_u64_le());
     let len = h.get_u32_le() as usize;
+    if version > VERSION {
+        // Intact, but from a newer release: never skip it as if it were torn.
+        return Err(Error::Failed(format!(
+            "{key} was written by a newer format version {version} (this build reads {VERSION}); upgrade this node"
+        )));
+    }
     if version != VERSION || got_kind != kind || got_seq != seq || HEADER_LEN + len + 4 != data.len() {
         return Err(corrupt(format!(
             "header mismatch: version {version}, kind {got_kind}, seq {got_seq}, length {len}"
@@ -175,6 +181,7 @@ impl MetadataLog {
             match self.store.get(&key).await {
                 Ok(data) => match decode(&key, KIND_SNAPSHOT, seq, &data) {
                     Ok(payload) => return Ok(Some((seq, payload))),
+                    Err(e @ Error::Failed(_)) => return Err(e),
                     Err(e) => {
                         tracing::warn!(error = %e, "skipping unreadable metadata snapshot");
                         unreadable.push(seq);
@@ -230,6 +237,7 @@ impl MetadataLog {
                 Ok(data) => {
                     match decode(&key, KIND_ENTRY, seq, &data) {
                         Ok(payload) => recovered.entries.push((seq, payload)),
+                        Err(e @ Error::Failed(_)) => return Err(e),
                         Err(e) => {
                             tracing::warn!(error = %e, seq, "skipping void metadata log entry (torn write, never acknowledged)")
                         }
@@ -335,5 +343,23 @@ impl MetadataLog {
         }
         self.snapshots.retain(|(seq, _)| *seq >= upto);
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_from_a_newer_version_are_an_error_not_a_void() {
+        let mut data = encode(KIND_ENTRY, 1, 7, 0, b"payload").to_vec();
+        data[4] = VERSION + 1;
+        let n = data.len();
+        let crc = crc32c::crc32c(&data[..n - 4]);
+        data[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let err = decode("k", KIND_ENTRY, 7, &Bytes::from(data)).unwrap_err();
+        assert!(matches!(err, Error::Failed(ref m) if m.contains("newer format version")), "{err}");
+        let torn = encode(KIND_ENTRY, 1, 7, 0, b"payload").slice(..20);
+        assert!(matches!(decode("k", KIND_ENTRY, 7, &torn), Err(Error::Corrupt { .. })));
     }
 }
