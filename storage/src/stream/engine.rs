@@ -384,12 +384,15 @@ impl StreamEngine {
     /// `base_offset` must be at or above the stream's next offset (a gap is allowed, for
     /// mirrored logs); callers serialise appends per stream to know the next offset.
     pub async fn append(&self, stream_id: StreamId, base_offset: u64, end_offset: u64, payload: Bytes) -> Result<()> {
+        self.wait_for_space().await?;
+        self.start_append(stream_id, base_offset, end_offset, payload)?.await
+    }
+
+    /// Waits while acknowledged data not yet uploaded fills the log cache (back-pressure).
+    /// Callers that enqueue with [`Self::start_append`] under a lock of their own call this
+    /// first, outside that lock.
+    pub async fn wait_for_space(&self) -> Result<()> {
         let inner = &self.inner;
-        let started = Instant::now();
-        if let Some(msg) = inner.failed.lock().clone() {
-            return Err(Error::Failed(msg));
-        }
-        // Back-pressure: acknowledged data waiting for upload is bounded by the log cache.
         while inner.cache.lock().unuploaded_bytes >= inner.config.log_cache_bytes {
             if let Some(msg) = inner.failed.lock().clone() {
                 return Err(Error::Failed(msg));
@@ -397,6 +400,25 @@ impl StreamEngine {
             let space = inner.space.notified();
             inner.upload_wakeup.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(100), space).await;
+        }
+        Ok(())
+    }
+
+    /// Enqueues an append without waiting: the order of calls is the order in the stream and
+    /// the WAL, so a caller holding its own per-stream lock can release it before the batch is
+    /// durable and pipeline the next one. The returned future resolves once durable; dropping
+    /// it does not cancel the append.
+    pub fn start_append(
+        &self,
+        stream_id: StreamId,
+        base_offset: u64,
+        end_offset: u64,
+        payload: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        if let Some(msg) = inner.failed.lock().clone() {
+            return Err(Error::Failed(msg));
         }
         let len = payload.len();
         let pending = {
@@ -430,7 +452,7 @@ impl StreamEngine {
             pending
         };
         // Completion runs on its own task: a caller that gives up (a request timeout drops
-        // this future) must not leave the batch unconfirmed and the stream's end stuck.
+        // the future) must not leave the batch unconfirmed and the stream's end stuck.
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let engine = self.inner.clone();
         tokio::spawn(async move {
@@ -438,7 +460,14 @@ impl StreamEngine {
             engine.complete_append(stream_id, base_offset, len, started, &outcome);
             let _ = done_tx.send(outcome);
         });
-        done_rx.await.unwrap_or(Err(Error::Closed))
+        Ok(async move { done_rx.await.unwrap_or(Err(Error::Closed)) })
+    }
+
+    /// The next offset an append to `stream_id` must start at or above (appends enqueued so
+    /// far included).
+    pub fn next_offset(&self, stream_id: StreamId) -> Result<u64> {
+        let cache = self.inner.cache.lock();
+        cache.streams.get(&stream_id).map(|s| s.next_offset).ok_or(Error::StreamNotOpen { stream_id })
     }
 
     /// Reads batches from `offset` on, at most about `max_bytes` (always at least one batch

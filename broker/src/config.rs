@@ -1,0 +1,138 @@
+//! Broker settings: command-line flags, each with an `AUTOMQ_*` environment variable.
+//!
+//! The simplest invocation works on embedded defaults: `automq-broker --data-dir DIR` keeps
+//! objects in `DIR/objects` (a local-directory object store) and the WAL in `DIR/wal`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "automq-broker", version, about = "Kafka-compatible broker keeping its data in object storage")]
+pub struct BrokerConfig {
+    /// Local directory for the embedded object store and the file WAL.
+    #[arg(long, env = "AUTOMQ_DATA_DIR", default_value = "automq-data")]
+    pub data_dir: PathBuf,
+
+    /// Kafka listener.
+    #[arg(long, env = "AUTOMQ_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// host:port clients are told to connect to (defaults to the listener address).
+    #[arg(long, env = "AUTOMQ_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "AUTOMQ_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    pub http_listen: SocketAddr,
+
+    /// This broker's id in the cluster.
+    #[arg(long, env = "AUTOMQ_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+
+    /// Object store URL: file:///dir, s3://bucket/prefix?endpoint=..&region=.., memory://.
+    /// Defaults to file://DATA_DIR/objects.
+    #[arg(long, env = "AUTOMQ_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// Write-ahead log: `file` (DATA_DIR/wal), `file:PATH`, or `s3` (in the object store).
+    #[arg(long, env = "AUTOMQ_WAL", default_value = "file")]
+    pub wal: String,
+
+    /// Rack (availability zone) reported to clients.
+    #[arg(long, env = "AUTOMQ_RACK")]
+    pub rack: Option<String>,
+
+    /// Cluster id reported to clients (generated and stored on first start when unset).
+    #[arg(long, env = "AUTOMQ_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Create unknown topics on first produce or metadata request, like Kafka's
+    /// auto.create.topics.enable.
+    #[arg(long, env = "AUTOMQ_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Partitions of auto-created topics (num.partitions).
+    #[arg(long, env = "AUTOMQ_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+
+    /// Largest request frame accepted (socket.request.max.bytes); larger ones close the
+    /// connection.
+    #[arg(long, env = "AUTOMQ_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
+    pub max_request_bytes: usize,
+
+    /// Default largest record batch (message.max.bytes).
+    #[arg(long, env = "AUTOMQ_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
+    pub message_max_bytes: usize,
+
+    /// Partitions of the internal consumer offsets topic.
+    #[arg(long, env = "AUTOMQ_OFFSETS_TOPIC_PARTITIONS", default_value_t = 8)]
+    pub offsets_topic_partitions: i32,
+
+    /// How often retention and compaction run.
+    #[arg(long, env = "AUTOMQ_LOG_CLEANER_INTERVAL_MS", default_value_t = 30_000)]
+    pub log_cleaner_interval_ms: u64,
+}
+
+/// Where the WAL lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalChoice {
+    File(PathBuf),
+    S3,
+}
+
+impl BrokerConfig {
+    /// Defaults for tests and embedding: everything under `data_dir`, ports chosen by the
+    /// caller.
+    pub fn embedded(data_dir: impl Into<PathBuf>, listen: SocketAddr, http_listen: SocketAddr) -> Self {
+        let mut config = BrokerConfig::parse_from(["automq-broker"]);
+        config.data_dir = data_dir.into();
+        config.listen = listen;
+        config.http_listen = http_listen;
+        config
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("objects");
+            let abs = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", abs.display())
+        })
+    }
+
+    pub fn wal_choice(&self) -> Result<WalChoice, String> {
+        match self.wal.as_str() {
+            "file" => Ok(WalChoice::File(self.data_dir.join("wal"))),
+            "s3" => Ok(WalChoice::S3),
+            other => match other.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(WalChoice::File(PathBuf::from(path))),
+                _ => Err(format!("--wal must be `file`, `file:PATH` or `s3`, not {other:?}")),
+            },
+        }
+    }
+
+    pub fn log_cleaner_interval(&self) -> Duration {
+        Duration::from_millis(self.log_cleaner_interval_ms.max(100))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = BrokerConfig::parse_from(["automq-broker", "--data-dir", "/tmp/x"]);
+        assert_eq!(c.object_store_url(), "file:///tmp/x/objects");
+        assert_eq!(c.wal_choice().unwrap(), WalChoice::File(PathBuf::from("/tmp/x/wal")));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        let c = BrokerConfig::parse_from(["automq-broker", "--wal", "file:/fast/wal"]);
+        assert_eq!(c.wal_choice().unwrap(), WalChoice::File(PathBuf::from("/fast/wal")));
+        let c = BrokerConfig::parse_from(["automq-broker", "--wal", "nvme"]);
+        assert!(c.wal_choice().unwrap_err().contains("file:PATH"));
+        let c = BrokerConfig::parse_from(["automq-broker", "--auto-create-topics", "false"]);
+        assert!(!c.auto_create_topics);
+    }
+}

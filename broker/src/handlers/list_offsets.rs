@@ -1,0 +1,63 @@
+//! ListOffsets: earliest (-2), latest (-1), the record with the largest timestamp (-3), or the
+//! first offset whose record timestamp is at least the given time.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::error::Result;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let result = lookup(broker, t.name.0.as_str(), p.partition_index, p.timestamp).await;
+            partitions.push(match result {
+                Ok((offset, timestamp)) => {
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_offset(offset)
+                        .with_timestamp(timestamp);
+                    // The field exists from v4 on; encoding refuses it earlier.
+                    if version >= 4 {
+                        r.with_leader_epoch(0)
+                    } else {
+                        r
+                    }
+                }
+                Err(e) => {
+                    broker.metrics.error("ListOffsets", e.code());
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(e.code().code())
+                        .with_offset(-1)
+                        .with_timestamp(-1)
+                }
+            });
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+async fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> Result<(i64, i64)> {
+    let (_, partition) = broker.partition(topic, index).ok_or_else(|| {
+        super::err(ResponseError::UnknownTopicOrPartition, format!("unknown partition {topic}-{index}"))
+    })?;
+    let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
+    Ok(match timestamp {
+        LATEST => (high_watermark, -1),
+        EARLIEST => (log_start, -1),
+        MAX_TIMESTAMP => partition.max_timestamp(&broker.engine).await?.unwrap_or((-1, -1)),
+        t if t >= 0 => partition.offset_for_timestamp(&broker.engine, t).await?.unwrap_or((-1, -1)),
+        other => return Err(super::err(ResponseError::InvalidRequest, format!("unknown special timestamp {other}"))),
+    })
+}

@@ -1,0 +1,93 @@
+//! Metadata: this broker, the cluster id, and topics with their partitions (all led by this
+//! node for now). Unknown topics are created when both the request (v4+) and the broker allow
+//! it.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::broker::{Broker, Topic};
+
+/// Kafka's "authorized operations not requested" sentinel.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// Every topic operation bit (READ..DESCRIBE_CONFIGS), reported until ACLs exist.
+const ALL_TOPIC_OPERATIONS: i32 = 0b1_1111_1111_1000;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(broker.config.node_id);
+    let (host, port) = broker.advertised();
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(StrBytes::from_string(host.to_string()))
+        .with_port(port)
+        .with_rack(broker.config.rack.clone().map(StrBytes::from_string))];
+    let allow_create = version < 4 || request.allow_auto_topic_creation;
+    let operations =
+        if request.include_topic_authorized_operations { ALL_TOPIC_OPERATIONS } else { OPERATIONS_NOT_REQUESTED };
+    let mut topics = Vec::new();
+    match request.topics {
+        // v0: an empty list means all topics; v1+: null means all topics.
+        None => topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations))),
+        Some(list) if list.is_empty() && version == 0 => {
+            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations)))
+        }
+        Some(list) => {
+            for requested in list {
+                let found = match &requested.name {
+                    Some(name) => {
+                        let name = name.0.as_str();
+                        match broker.topic(name) {
+                            Some(t) => Ok(t),
+                            None if allow_create => broker.auto_create(name).await,
+                            None => Err(super::err(ResponseError::UnknownTopicOrPartition, "unknown topic")),
+                        }
+                    }
+                    None => broker
+                        .topic_by_id(requested.topic_id)
+                        .ok_or_else(|| super::err(ResponseError::UnknownTopicId, "unknown topic id")),
+                };
+                topics.push(match found {
+                    Ok(t) => describe(broker, &t, operations),
+                    Err(e) => MetadataResponseTopic::default()
+                        .with_error_code(e.code().code())
+                        .with_name(requested.name.clone())
+                        .with_topic_id(requested.topic_id)
+                        .with_topic_authorized_operations(operations),
+                });
+            }
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
+}
+
+fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.meta.name.clone()))))
+        .with_topic_id(topic.meta.id)
+        .with_is_internal(topic.meta.internal)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(operations)
+}

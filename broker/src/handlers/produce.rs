@@ -1,0 +1,127 @@
+//! Produce: validates and appends record batches. Partitions of one request are appended
+//! concurrently; each partition's batches are enqueued in order before the next request of the
+//! connection is read, and the response is sent once everything is durable (acks=1 and
+//! acks=all alike; acks=0 sends none).
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::Reply;
+use crate::broker::{now_ms, Broker};
+use crate::error::Error;
+use crate::metrics::TopicLabels;
+
+pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
+    if request.transactional_id.is_some() {
+        let response = refuse_all(&request, ResponseError::TransactionalIdAuthorizationFailed);
+        return Reply::Now(Some(ResponseKind::Produce(response)));
+    }
+    let acks = request.acks;
+    if !matches!(acks, -1..=1) {
+        let response = refuse_all(&request, ResponseError::InvalidRequiredAcks);
+        return Reply::Now(if acks == 0 { None } else { Some(ResponseKind::Produce(response)) });
+    }
+    // Enqueue every partition now, before the connection reads its next request (this fixes
+    // the order); answer once everything is durable.
+    if let Err(e) = broker.engine.wait_for_space().await {
+        let e = crate::error::Error::from(e);
+        let response = refuse_all(&request, e.code());
+        return Reply::Now(if acks == 0 { None } else { Some(ResponseKind::Produce(response)) });
+    }
+    let now = now_ms();
+    let mut topics = Vec::new();
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = broker.auto_create(&name).await;
+        let mut partitions = Vec::new();
+        for data in topic_data.partition_data {
+            let index = data.index;
+            let records = data.records.unwrap_or_default();
+            let bytes = records.len() as u64;
+            let enqueued: Result<_, Error> = match &topic {
+                Err(e) => Err(super::err(e.code(), e.to_string())),
+                Ok(topic) => match topic.partitions.get(usize::try_from(index).unwrap_or(usize::MAX)) {
+                    None => Err(super::err(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("{name} has no partition {index}"),
+                    )),
+                    Some(p) => p.enqueue(&broker.engine, records, &topic.config, now).map(|e| (p.clone(), e)),
+                },
+            };
+            partitions.push((index, bytes, enqueued));
+        }
+        topics.push((topic_data.name, partitions));
+    }
+    let fut = async move {
+        let mut responses = Vec::new();
+        for (name, partitions) in topics {
+            let topic = name.0.to_string();
+            let waits = partitions.into_iter().map(|(index, bytes, enqueued)| {
+                let broker = broker.clone();
+                async move {
+                    let result = match enqueued {
+                        Ok((partition, enqueued)) => enqueued.durable(&partition, &broker.engine).await,
+                        Err(e) => Err(e),
+                    };
+                    (index, bytes, result)
+                }
+            });
+            let mut partition_responses = Vec::new();
+            for (index, bytes, result) in join_all(waits).await {
+                partition_responses.push(match result {
+                    Ok(o) => {
+                        broker.metrics.bytes_in.get_or_create(&TopicLabels { topic: topic.clone() }).inc_by(bytes);
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_base_offset(o.base_offset)
+                            .with_log_append_time_ms(o.log_append_time)
+                            .with_log_start_offset(o.log_start_offset)
+                    }
+                    Err(e) => {
+                        broker.metrics.error("Produce", e.code());
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_error_code(e.code().code())
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1)
+                            .with_error_message(super::message(&e))
+                    }
+                });
+            }
+            responses
+                .push(TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses));
+        }
+        if acks == 0 {
+            None
+        } else {
+            Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+        }
+    };
+    Reply::Later(Box::pin(fut))
+}
+
+fn refuse_all(request: &ProduceRequest, code: ResponseError) -> ProduceResponse {
+    let responses = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default().with_name(t.name.clone()).with_partition_responses(
+                t.partition_data
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code.code())
+                            .with_base_offset(-1)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}

@@ -1,0 +1,90 @@
+//! A Kafka-compatible broker on the automq storage engine.
+//!
+//! - [`server`]: the listener, framing and in-order responses; [`handlers`]: one file per
+//!   Kafka API.
+//! - [`broker`]: topics, partitions, producer ids; [`partition`]: a partition on its stream;
+//!   [`batch`]: record batch validation; [`producers`]: idempotent producer state.
+//! - [`groups`]: the consumer group coordinator and committed offsets.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+
+pub mod batch;
+pub mod broker;
+pub mod config;
+mod error;
+pub mod groups;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod partition;
+pub mod producers;
+pub mod server;
+pub mod topics;
+
+pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A running broker: its listeners and background tasks.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub broker: Arc<broker::Broker>,
+    pub kafka_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningBroker {
+    /// Starts storage, the Kafka and HTTP listeners and the log cleaner.
+    pub async fn start(config: config::BrokerConfig) -> Result<Self> {
+        let kafka = TcpListener::bind(config.listen).await?;
+        let http = TcpListener::bind(config.http_listen).await?;
+        let kafka_addr = kafka.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let mut config = config;
+        // Port 0 means "any": advertise the port really bound.
+        if config.advertised_listener.is_none() {
+            config.listen = kafka_addr;
+        }
+        let cleaner_every = config.log_cleaner_interval();
+        let broker = broker::Broker::start(config).await?;
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(server::serve(kafka, broker.clone(), rx.clone())));
+        let app = http::router(broker.clone());
+        let mut http_rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+                let _ = http_rx.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        }));
+        let cleaner = broker.clone();
+        let mut cleaner_rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(cleaner_every) => cleaner.run_retention().await,
+                    _ = cleaner_rx.changed() => return,
+                }
+            }
+        }));
+        tasks.push(groups::GroupCoordinator::spawn_expiry(broker.clone(), rx));
+        tracing::info!(%kafka_addr, %http_addr, "listening");
+        Ok(RunningBroker { broker, kafka_addr, http_addr, shutdown, tasks })
+    }
+
+    /// Stops listening, uploads everything acknowledged and closes storage.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.broker.shutdown().await
+    }
+}

@@ -1,0 +1,365 @@
+//! One topic partition on its stream: validation, offsets, idempotent producers, reads, the
+//! per-batch index used for ListOffsets by timestamp and for retention.
+//!
+//! Appends are pipelined: under the partition lock a batch is checked, given its offsets and
+//! enqueued in the WAL (so the order of the log is fixed), then the lock is released and only
+//! the caller waits for durability. acks=1 and acks=all both wait: data is acknowledged only
+//! once it is durable in the WAL.
+
+use std::sync::Arc;
+
+use automq_storage::stream::StreamEngine;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+
+use crate::batch::{self, BatchError, BatchHeader};
+use crate::error::{Error, Result};
+use crate::producers::{ProducerStates, SequenceCheck};
+use crate::topics::TopicConfig;
+
+/// The index kept per batch: base offset, the largest timestamp up to and including this
+/// batch (Kafka's time index semantics), and its size.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    base_offset: i64,
+    end_offset: i64,
+    running_max_timestamp: i64,
+    max_timestamp: i64,
+    size: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    producers: ProducerStates,
+    index: Vec<IndexEntry>,
+    /// Total bytes of the batches in `index`.
+    bytes: u64,
+}
+
+impl State {
+    fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+        self.producers.record(h, base_offset);
+        let running = self.index.last().map(|e| e.running_max_timestamp).unwrap_or(i64::MIN).max(h.max_timestamp);
+        self.index.push(IndexEntry {
+            base_offset,
+            end_offset: base_offset + h.offset_count() as i64,
+            running_max_timestamp: running,
+            max_timestamp: h.max_timestamp,
+            size: h.size as u32,
+        });
+        self.bytes += h.size as u64;
+    }
+
+    /// Forgets batches entirely below `start`.
+    fn trim(&mut self, start: i64) {
+        let drop = self.index.partition_point(|e| e.end_offset <= start);
+        self.bytes -= self.index[..drop].iter().map(|e| e.size as u64).sum::<u64>();
+        self.index.drain(..drop);
+    }
+}
+
+/// The outcome of a successful produce to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+type PendingDurable = std::pin::Pin<Box<dyn std::future::Future<Output = automq_storage::Result<()>> + Send>>;
+
+/// Batches enqueued by [`Partition::enqueue`], not yet durable.
+pub struct Enqueued {
+    base_offset: i64,
+    log_append_time: i64,
+    pending: Vec<PendingDurable>,
+}
+
+impl std::fmt::Debug for Enqueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enqueued")
+            .field("base_offset", &self.base_offset)
+            .field("batches", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Enqueued {
+    /// Waits until every enqueued batch is durable.
+    pub async fn durable(self, partition: &Partition, engine: &StreamEngine) -> Result<AppendOutcome> {
+        for append in self.pending {
+            append.await?;
+        }
+        Ok(AppendOutcome {
+            base_offset: self.base_offset,
+            log_append_time: self.log_append_time,
+            log_start_offset: partition.log_start(engine),
+        })
+    }
+}
+
+/// What a read returns.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub stream_id: u64,
+    state: Mutex<State>,
+}
+
+fn batch_error(e: BatchError) -> Error {
+    let code = match &e {
+        BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        BatchError::Invalid(_) => ResponseError::InvalidRecord,
+    };
+    Error::kafka(code, e.to_string())
+}
+
+impl Partition {
+    /// Opens the partition's stream on this broker and rebuilds producer state and the batch
+    /// index from the log.
+    pub async fn open(engine: &StreamEngine, topic: &str, index: i32, stream_id: u64) -> Result<Arc<Self>> {
+        let info = engine.open_stream(stream_id).await?;
+        let mut state = State::default();
+        let mut offset = info.start_offset;
+        while offset < info.end_offset {
+            let read = engine.fetch(stream_id, offset, 8 << 20).await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for b in &read.batches {
+                match batch::parse(&b.payload) {
+                    Ok(h) => state.record(&h, b.base_offset as i64),
+                    Err(e) => {
+                        tracing::warn!(topic, index, offset = b.base_offset, error = %e, "unreadable batch in the log")
+                    }
+                }
+                offset = b.end_offset;
+            }
+        }
+        tracing::debug!(
+            topic,
+            index,
+            stream_id,
+            batches = state.index.len(),
+            producers = state.producers.len(),
+            "partition opened"
+        );
+        Ok(Arc::new(Partition { topic: topic.to_string(), index, stream_id, state: Mutex::new(state) }))
+    }
+
+    /// Appends the record batches of one produce request and waits until they are durable.
+    pub async fn append(
+        &self,
+        engine: &StreamEngine,
+        records: Bytes,
+        config: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<AppendOutcome> {
+        engine.wait_for_space().await?;
+        self.enqueue(engine, records, config, now_ms)?.durable(self, engine).await
+    }
+
+    /// Validates the batches of one produce request, answers retried batches of idempotent
+    /// producers from their state, assigns offsets and enqueues the rest in the WAL, without
+    /// waiting. The order of calls is the order of the log. Call
+    /// [`StreamEngine::wait_for_space`] first (outside any lock).
+    pub fn enqueue(
+        &self,
+        engine: &StreamEngine,
+        records: Bytes,
+        config: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<Enqueued> {
+        let batches = batch::split(&records).map_err(batch_error)?;
+        for (h, _) in &batches {
+            if h.size > config.max_message_bytes {
+                return Err(Error::kafka(
+                    ResponseError::MessageTooLarge,
+                    format!("record batch of {} bytes exceeds max.message.bytes {}", h.size, config.max_message_bytes),
+                ));
+            }
+            if h.is_control() || h.is_transactional() {
+                return Err(Error::kafka(
+                    ResponseError::InvalidRecord,
+                    "transactional and control batches are not supported yet",
+                ));
+            }
+        }
+        let mut first = None;
+        let mut pending: Vec<PendingDurable> = Vec::new();
+        let mut state = self.state.lock();
+        for (h, bytes) in &batches {
+            if h.producer_id >= 0 {
+                match state.producers.check(h) {
+                    Ok(SequenceCheck::Append) => {}
+                    Ok(SequenceCheck::Duplicate { base_offset }) => {
+                        first.get_or_insert(base_offset);
+                        continue;
+                    }
+                    Err((code, message)) => return Err(Error::kafka(code, message)),
+                }
+            }
+            let base = engine.next_offset(self.stream_id)? as i64;
+            let mut stored = batch::assign(bytes, base, 0);
+            let mut header = *h;
+            if config.log_append_time {
+                stored = batch::set_log_append_time(&stored, now_ms);
+                header.max_timestamp = now_ms;
+            }
+            pending.push(Box::pin(engine.start_append(
+                self.stream_id,
+                base as u64,
+                base as u64 + h.offset_count(),
+                stored,
+            )?));
+            state.record(&header, base);
+            first.get_or_insert(base);
+        }
+        Ok(Enqueued {
+            base_offset: first.unwrap_or(-1),
+            log_append_time: if config.log_append_time { now_ms } else { -1 },
+            pending,
+        })
+    }
+
+    fn log_start(&self, engine: &StreamEngine) -> i64 {
+        engine.catalog().state().streams.get(&self.stream_id).map(|s| s.start_offset as i64).unwrap_or(0)
+    }
+
+    /// The high watermark (end of acknowledged data) and log start offset.
+    pub async fn offsets(&self, engine: &StreamEngine) -> Result<(i64, i64)> {
+        let r = engine.fetch(self.stream_id, self.log_start(engine) as u64, 0).await;
+        match r {
+            Ok(r) => Ok((r.end_offset as i64, r.start_offset as i64)),
+            Err(automq_storage::Error::OffsetOutOfRange { start_offset, end_offset, .. }) => {
+                Ok((end_offset as i64, start_offset as i64))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads whole batches from `offset` on, about `max_bytes` at most (at least one batch).
+    pub async fn read(&self, engine: &StreamEngine, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+        if offset < 0 {
+            return Err(Error::kafka(ResponseError::OffsetOutOfRange, format!("negative offset {offset}")));
+        }
+        let r = engine.fetch(self.stream_id, offset as u64, max_bytes).await?;
+        let records = match r.batches.len() {
+            0 => Bytes::new(),
+            1 => r.batches[0].payload.clone(),
+            _ => {
+                let mut out = BytesMut::with_capacity(r.batches.iter().map(|b| b.payload.len()).sum());
+                for b in &r.batches {
+                    out.extend_from_slice(&b.payload);
+                }
+                out.freeze()
+            }
+        };
+        Ok(ReadResult { records, high_watermark: r.end_offset as i64, log_start_offset: r.start_offset as i64 })
+    }
+
+    /// The earliest offset whose record timestamp is at least `timestamp`, with that record's
+    /// timestamp; `None` when every record is older.
+    pub async fn offset_for_timestamp(&self, engine: &StreamEngine, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let start = self.log_start(engine);
+        let candidate = {
+            let state = self.state.lock();
+            let i = state.index.partition_point(|e| e.running_max_timestamp < timestamp);
+            state.index.get(i).map(|e| e.base_offset.max(start))
+        };
+        let Some(base) = candidate else { return Ok(None) };
+        let read = self.read(engine, base, 1).await?;
+        let mut buf = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf)
+            .map_err(|e| Error::kafka(ResponseError::CorruptMessage, format!("cannot decode batch at {base}: {e}")))?;
+        for record in sets.iter().flat_map(|s| &s.records) {
+            if record.offset >= start && record.timestamp >= timestamp {
+                return Ok(Some((record.offset, record.timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub async fn max_timestamp(&self, engine: &StreamEngine) -> Result<Option<(i64, i64)>> {
+        let found = {
+            let state = self.state.lock();
+            state.index.iter().max_by_key(|e| e.max_timestamp).map(|e| (e.base_offset, e.max_timestamp))
+        };
+        let Some((base, max_ts)) = found else { return Ok(None) };
+        let read = self.read(engine, base, 1).await?;
+        let mut buf = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf)
+            .map_err(|e| Error::kafka(ResponseError::CorruptMessage, format!("cannot decode batch at {base}: {e}")))?;
+        let exact =
+            sets.iter().flat_map(|s| &s.records).find(|r| r.timestamp == max_ts).map(|r| (r.offset, r.timestamp));
+        Ok(exact.or(Some((base, max_ts))))
+    }
+
+    /// Applies time and size retention: returns the new log start offset if it moved.
+    pub async fn apply_retention(
+        &self,
+        engine: &StreamEngine,
+        config: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        if !config.cleanup_policy.delete {
+            return Ok(None);
+        }
+        let (high_watermark, start) = self.offsets(engine).await?;
+        let target = {
+            let state = self.state.lock();
+            let mut keep = 0usize;
+            if config.retention_ms >= 0 {
+                let cutoff = now_ms.saturating_sub(config.retention_ms);
+                // Batches wholly older than the cutoff go, up to the first one that is not.
+                keep = state.index.iter().position(|e| e.max_timestamp >= cutoff).unwrap_or(state.index.len());
+            }
+            if config.retention_bytes >= 0 {
+                let mut bytes = state.bytes;
+                let mut i = 0;
+                while i < state.index.len() && bytes > config.retention_bytes as u64 {
+                    bytes -= state.index[i].size as u64;
+                    i += 1;
+                }
+                keep = keep.max(i);
+            }
+            state.index.get(keep).map(|e| e.base_offset).unwrap_or(high_watermark)
+        };
+        if target <= start {
+            return Ok(None);
+        }
+        engine.trim(self.stream_id, target as u64).await?;
+        self.state.lock().trim(target);
+        tracing::info!(topic = %self.topic, partition = self.index, log_start_offset = target, "retention deleted old records");
+        Ok(Some(target))
+    }
+
+    /// Moves the log start forward (DeleteRecords, or retention).
+    pub async fn delete_records_before(&self, engine: &StreamEngine, offset: i64) -> Result<i64> {
+        let (high_watermark, start) = self.offsets(engine).await?;
+        if offset < 0 || offset > high_watermark {
+            return Err(Error::kafka(
+                ResponseError::OffsetOutOfRange,
+                format!("offset {offset} is outside [{start}, {high_watermark}]"),
+            ));
+        }
+        if offset > start {
+            engine.trim(self.stream_id, offset as u64).await?;
+            self.state.lock().trim(offset);
+        }
+        Ok(offset.max(start))
+    }
+}
