@@ -63,6 +63,10 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,
 
+    /// Connections idle (or stuck mid-frame) this long are closed (connections.max.idle.ms).
+    #[arg(long, env = "AUTOMQ_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+
     /// Default largest record batch (message.max.bytes).
     #[arg(long, env = "AUTOMQ_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub message_max_bytes: usize,

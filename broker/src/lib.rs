@@ -7,6 +7,7 @@
 //! - [`groups`]: the consumer group coordinator and committed offsets.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod alloc;
 pub mod batch;
 pub mod broker;
 pub mod config;
@@ -21,6 +22,10 @@ pub mod server;
 pub mod topics;
 
 pub use error::{Error, Result};
+
+/// See [`alloc`]: keeps a forged array length in a request from aborting the process.
+#[global_allocator]
+static GLOBAL: alloc::LazyLargeAllocator = alloc::LazyLargeAllocator;
 
 use std::sync::Arc;
 

@@ -168,15 +168,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
         drop(writer_broker);
     });
     let max = broker.config.max_request_bytes;
-    // Until the client closes (or a read fails).
-    while let Ok(size) = reader.read_i32().await {
+    let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
+    // Until the client closes, a read fails, or the connection idles past the limit.
+    while let Ok(Ok(size)) = tokio::time::timeout(idle, reader.read_i32()).await {
         if size < 0 || size as usize > max {
             broker.metrics.rejected_frames.inc();
             tracing::warn!(size, max, "frame size out of range; closing the connection");
             break;
         }
         let mut frame = vec![0u8; size as usize];
-        if reader.read_exact(&mut frame).await.is_err() {
+        if !matches!(tokio::time::timeout(idle, reader.read_exact(&mut frame)).await, Ok(Ok(_))) {
+            tracing::debug!(size, "connection closed or stalled mid-frame");
             break;
         }
         let request = match decode_request(Bytes::from(frame)) {
