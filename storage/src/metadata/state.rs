@@ -118,6 +118,16 @@ pub enum CatalogRecord {
         stream_id: StreamId,
         at_ms: u64,
     },
+    /// Replaces the committed data of one stream in `start..end` with `objects` (holding only
+    /// that stream, within that range): log compaction above the storage layer. The range
+    /// must begin and end on range boundaries of the stream's committed data.
+    RewriteStreamRange {
+        stream_id: StreamId,
+        start: u64,
+        end: u64,
+        objects: Vec<DataObject>,
+        at_ms: u64,
+    },
     /// GC deleted these objects from the bucket.
     ObjectsDeleted {
         object_ids: Vec<ObjectId>,
@@ -187,6 +197,40 @@ impl CatalogState {
             }
             CatalogRecord::DeleteStream { stream_id, .. } => {
                 self.stream(*stream_id)?;
+            }
+            CatalogRecord::RewriteStreamRange { stream_id, start, end, objects, .. } => {
+                let s = self.stream(*stream_id)?;
+                if start >= end || *end > s.end_offset {
+                    return invalid(format!(
+                        "stream {stream_id}: cannot rewrite {start}..{end}; committed data ends at {}",
+                        s.end_offset
+                    ));
+                }
+                // Every committed range touching start..end must lie inside it.
+                if let Some(r) = s.ranges.iter().find(|r| {
+                    r.end_offset > *start && r.start_offset < *end && (r.start_offset < *start || r.end_offset > *end)
+                }) {
+                    return invalid(format!(
+                        "stream {stream_id}: range {}..{} crosses the rewrite bounds {start}..{end}",
+                        r.start_offset, r.end_offset
+                    ));
+                }
+                for o in objects {
+                    if self.objects.contains_key(&o.id) || self.deleting.contains_key(&o.id) {
+                        return invalid(format!("object id {} is already in use", o.id));
+                    }
+                    if let Some(r) = o.ranges.iter().find(|r| {
+                        r.stream_id != *stream_id
+                            || r.start_offset < *start
+                            || r.end_offset > *end
+                            || r.end_offset <= r.start_offset
+                    }) {
+                        return invalid(format!(
+                            "rewritten object {} holds stream {} {}..{}, outside stream {stream_id} {start}..{end}",
+                            o.id, r.stream_id, r.start_offset, r.end_offset
+                        ));
+                    }
+                }
             }
             CatalogRecord::ObjectsDeleted { object_ids } => {
                 if let Some(id) = object_ids.iter().find(|id| !self.deleting.contains_key(id)) {
@@ -370,6 +414,33 @@ impl CatalogState {
                     self.release_unreferenced(ids, *at_ms);
                 }
             }
+            CatalogRecord::RewriteStreamRange { stream_id, start, end, objects, at_ms } => {
+                let mut dropped = Vec::new();
+                if let Some(s) = self.streams.get_mut(stream_id) {
+                    let s = Arc::make_mut(s);
+                    s.ranges.retain(|r| {
+                        let inside = r.start_offset >= *start && r.end_offset <= *end;
+                        if inside {
+                            dropped.push(r.object_id);
+                        }
+                        !inside
+                    });
+                    for o in objects {
+                        for r in &o.ranges {
+                            s.ranges.push(StreamRange {
+                                start_offset: r.start_offset,
+                                end_offset: r.end_offset,
+                                object_id: o.id,
+                            });
+                        }
+                    }
+                    s.ranges.sort_by_key(|r| (r.start_offset, r.end_offset));
+                }
+                for o in objects {
+                    self.objects.insert(o.id, Arc::new(o.clone()));
+                }
+                self.release_unreferenced(dropped, *at_ms);
+            }
             CatalogRecord::ObjectsDeleted { object_ids } => {
                 for id in object_ids {
                     self.deleting.remove(id);
@@ -540,6 +611,27 @@ mod tests {
         assert_eq!(st.streams[&1].ranges, vec![StreamRange { start_offset: 0, end_offset: 9, object_id: 12 }]);
         assert!(st.deleting.contains_key(&10) && st.deleting.contains_key(&11));
         assert!(st.check(&good).is_err(), "compacting already-removed objects is refused");
+    }
+
+    #[test]
+    fn rewriting_a_range_swaps_only_that_streams_references() {
+        let mut st = two_streams();
+        upload(&mut st, 10, &[(1, 0, 5), (2, 0, 3)]).unwrap();
+        upload(&mut st, 11, &[(1, 5, 9)]).unwrap();
+        let rewrite = |objects| CatalogRecord::RewriteStreamRange { stream_id: 1, start: 0, end: 9, objects, at_ms: 7 };
+        let mut compacted = object(12, &[(1, 2, 9)]);
+        compacted.kind = ObjectKind::Stream;
+        assert!(st.check(&rewrite(vec![object(13, &[(2, 0, 3)])])).is_err(), "another stream's data is refused");
+        assert!(
+            st.check(&CatalogRecord::RewriteStreamRange { stream_id: 1, start: 0, end: 7, objects: vec![], at_ms: 7 })
+                .is_err(),
+            "bounds must fall on range boundaries"
+        );
+        run(&mut st, rewrite(vec![compacted])).unwrap();
+        assert_eq!(st.streams[&1].ranges, vec![StreamRange { start_offset: 2, end_offset: 9, object_id: 12 }]);
+        assert!(st.objects.contains_key(&10), "stream 2 still reads object 10");
+        assert!(st.deleting.contains_key(&11), "object 11 held only rewritten data");
+        assert_eq!(st.streams[&1].end_offset, 9, "the end does not move");
     }
 
     #[test]

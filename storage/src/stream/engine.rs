@@ -494,13 +494,16 @@ impl StreamEngine {
         if offset >= cache_start || offset == end_offset {
             return Ok(FetchResult { batches: hot, start_offset, end_offset });
         }
-        let mut batches = inner.reader.read(&inner.catalog.state(), stream_id, offset, cache_start, max_bytes).await?;
+        let (mut batches, exhausted) =
+            inner.reader.read(&inner.catalog.state(), stream_id, offset, cache_start, max_bytes).await?;
         let got: usize = batches.iter().map(|b| b.payload.len()).sum();
         let next = batches.last().map(|b| b.end_offset).unwrap_or(offset);
-        if got < max_bytes && next >= cache_start {
+        // When the cold read got through everything below `cache_start` (what is left there is
+        // a gap), go on in the cache.
+        if exhausted && (batches.is_empty() || got < max_bytes) {
             let cache = inner.cache.lock();
             if let Some(s) = cache.streams.get(&stream_id) {
-                hot = collect(s, next, max_bytes - got);
+                hot = collect(s, next.max(cache_start), max_bytes.saturating_sub(got).max(1));
                 batches.extend(hot);
             }
         }

@@ -14,6 +14,7 @@ mod gc;
 mod lru;
 mod metrics;
 mod reader;
+mod rewrite;
 mod upload;
 
 pub use compaction::CompactionReport;

@@ -93,7 +93,8 @@ impl ObjectReader {
     }
 
     /// Reads committed batches of `stream_id` holding offsets in `from..until`, about
-    /// `max_bytes` at most (always at least one batch if any exists).
+    /// `max_bytes` at most (always at least one batch if any exists). The flag tells whether
+    /// everything below `until` was read (rather than the budget running out).
     pub(crate) async fn read(
         &self,
         state: &CatalogState,
@@ -101,7 +102,7 @@ impl ObjectReader {
         from: u64,
         until: u64,
         max_bytes: usize,
-    ) -> Result<Vec<StoredBatch>> {
+    ) -> Result<(Vec<StoredBatch>, bool)> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut at = from;
@@ -125,7 +126,7 @@ impl ObjectReader {
                         continue;
                     }
                     if !out.is_empty() && bytes + batch.payload.len() > max_bytes {
-                        return Ok(out);
+                        return Ok((out, false));
                     }
                     bytes += batch.payload.len();
                     at = batch.end_offset;
@@ -133,6 +134,6 @@ impl ObjectReader {
                 }
             }
         }
-        Ok(out)
+        Ok((out, true))
     }
 }
