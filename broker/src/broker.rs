@@ -49,7 +49,8 @@ pub struct Broker {
     advertised: (String, i32),
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -316,13 +317,16 @@ impl Broker {
         Ok(id)
     }
 
-    /// Retention for every topic (the log cleaner's pass).
-    pub async fn run_retention(&self) {
+    /// The log cleaner's pass: retention for `delete` topics, compaction for `compact` ones.
+    pub async fn run_log_cleaner(&self) {
         let now = now_ms();
         for topic in self.topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.apply_retention(&self.engine, &topic.config, now).await {
                     tracing::warn!(topic = %topic.meta.name, partition = p.index, error = %e, "retention failed; will retry");
+                }
+                if let Err(e) = crate::cleaner::compact_partition(&self.engine, p, &topic.config, now).await {
+                    tracing::warn!(topic = %topic.meta.name, partition = p.index, error = %e, "compaction failed; will retry");
                 }
             }
         }

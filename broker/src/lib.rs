@@ -10,6 +10,7 @@
 pub mod alloc;
 pub mod batch;
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 mod error;
 pub mod groups;
@@ -74,7 +75,7 @@ impl RunningBroker {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(cleaner_every) => cleaner.run_retention().await,
+                    _ = tokio::time::sleep(cleaner_every) => cleaner.run_log_cleaner().await,
                     _ = cleaner_rx.changed() => return,
                 }
             }

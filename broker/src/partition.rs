@@ -36,6 +36,8 @@ struct State {
     index: Vec<IndexEntry>,
     /// Total bytes of the batches in `index`.
     bytes: u64,
+    /// Offsets below this were compacted by the last pass.
+    cleaned_upto: i64,
 }
 
 impl State {
@@ -197,6 +199,11 @@ impl Partition {
                 ));
             }
         }
+        if config.cleanup_policy.compact {
+            for (h, bytes) in &batches {
+                crate::cleaner::require_keys(bytes, h.base_offset.max(0) as u64)?;
+            }
+        }
         let mut first = None;
         let mut pending: Vec<PendingDurable> = Vec::new();
         let mut state = self.state.lock();
@@ -345,6 +352,45 @@ impl Partition {
         self.state.lock().trim(target);
         tracing::info!(topic = %self.topic, partition = self.index, log_start_offset = target, "retention deleted old records");
         Ok(Some(target))
+    }
+
+    /// Where the last compaction pass ended.
+    pub fn cleaned_upto(&self) -> i64 {
+        self.state.lock().cleaned_upto
+    }
+
+    /// The base offset of the first batch holding a record newer than `timestamp`.
+    pub fn first_offset_newer_than(&self, timestamp: i64) -> Option<i64> {
+        let state = self.state.lock();
+        state.index.iter().find(|e| e.max_timestamp > timestamp).map(|e| e.base_offset)
+    }
+
+    /// Replaces the index entries below `end` after a compaction pass rewrote `start..end`.
+    pub fn reindex_compacted(&self, start: i64, end: i64, batches: &[automq_storage::stream::StoredBatch]) {
+        let mut state = self.state.lock();
+        let old: Vec<IndexEntry> = std::mem::take(&mut state.index);
+        let rest: Vec<IndexEntry> = old.into_iter().filter(|e| e.base_offset >= end).collect();
+        let rebuilt = batches
+            .iter()
+            .filter(|b| b.base_offset as i64 >= start)
+            .filter_map(|b| batch::parse(&b.payload).ok().map(|h| (h, b.base_offset as i64)));
+        for (h, base) in rebuilt {
+            let running = state.index.last().map(|e| e.running_max_timestamp).unwrap_or(i64::MIN).max(h.max_timestamp);
+            state.index.push(IndexEntry {
+                base_offset: base,
+                end_offset: base + h.offset_count() as i64,
+                running_max_timestamp: running,
+                max_timestamp: h.max_timestamp,
+                size: h.size as u32,
+            });
+        }
+        for mut e in rest {
+            e.running_max_timestamp =
+                state.index.last().map(|l| l.running_max_timestamp).unwrap_or(i64::MIN).max(e.max_timestamp);
+            state.index.push(e);
+        }
+        state.bytes = state.index.iter().map(|e| e.size as u64).sum();
+        state.cleaned_upto = end;
     }
 
     /// Moves the log start forward (DeleteRecords, or retention).

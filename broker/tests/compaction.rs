@@ -1,0 +1,131 @@
+//! Log compaction keeps the newest record per key at its original offset, keeps tombstones
+//! until delete.retention.ms, refuses keyless records, and survives a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::collections::{BTreeMap, HashMap};
+
+use automq_broker::broker::now_ms;
+use automq_broker::config::BrokerConfig;
+use automq_broker::RunningBroker;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+
+fn batch(records: &[(Option<&str>, Option<&str>)], compression: Compression) -> Bytes {
+    let now = now_ms();
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: k.map(|k| Bytes::from(k.to_string())),
+            value: v.map(|v| Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.freeze()
+}
+
+/// Every record of the partition: offset -> (key, value).
+async fn read_all(running: &RunningBroker, topic: &str) -> BTreeMap<i64, (Option<Bytes>, Option<Bytes>)> {
+    let (_, p) = running.broker.partition(topic, 0).unwrap();
+    let (hw, start) = p.offsets(&running.broker.engine).await.unwrap();
+    let mut out = BTreeMap::new();
+    let mut at = start;
+    while at < hw {
+        let read = p.read(&running.broker.engine, at, 1 << 20).await.unwrap();
+        let mut buf = read.records.clone();
+        let mut progressed = false;
+        for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+            for r in set.records {
+                if r.offset >= at {
+                    out.insert(r.offset, (r.key, r.value));
+                    at = r.offset + 1;
+                    progressed = true;
+                }
+            }
+        }
+        if !progressed {
+            // The rest of the range is a gap left by compaction.
+            let next = running.broker.engine.fetch(p.stream_id, at as u64, 1).await.unwrap();
+            at = next.batches.first().map(|b| b.base_offset as i64).unwrap_or(hw).max(at + 1);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_newest_record_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig::embedded(dir.path(), any, any);
+    let running = RunningBroker::start(config.clone()).await.unwrap();
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("min.compaction.lag.ms".to_string(), "0".to_string()),
+    ]);
+    let topic = running.broker.create_topic("profiles", 1, configs, false).await.unwrap();
+    let p = topic.partitions[0].clone();
+    let engine = &running.broker.engine;
+    let keyless = p.append(engine, batch(&[(None, Some("x"))], Compression::None), &topic.config, now_ms()).await;
+    assert_eq!(keyless.unwrap_err().code(), ResponseError::InvalidRecord, "compacted topics need keys");
+    let mut newest: HashMap<String, (i64, Option<String>)> = HashMap::new();
+    for round in 0..3 {
+        for codec in [Compression::None, Compression::Lz4] {
+            let records: Vec<(String, String)> =
+                (0..5).map(|k| (format!("k{k}"), format!("r{round}-{codec:?}"))).collect();
+            let refs: Vec<(Option<&str>, Option<&str>)> =
+                records.iter().map(|(k, v)| (Some(k.as_str()), Some(v.as_str()))).collect();
+            let o = p.append(engine, batch(&refs, codec), &topic.config, now_ms()).await.unwrap();
+            for (i, (k, v)) in records.iter().enumerate() {
+                newest.insert(k.clone(), (o.base_offset + i as i64, Some(v.clone())));
+            }
+        }
+    }
+    // A tombstone for k3: it stays (delete.retention.ms is a day by default).
+    let o = p.append(engine, batch(&[(Some("k3"), None)], Compression::None), &topic.config, now_ms()).await.unwrap();
+    newest.insert("k3".into(), (o.base_offset, None));
+    engine.flush().await.unwrap();
+    let before = read_all(&running, "profiles").await;
+    assert_eq!(before.len(), 31);
+
+    let stats = automq_broker::cleaner::compact_partition(engine, &p, &topic.config, now_ms())
+        .await
+        .unwrap()
+        .expect("a pass ran");
+    assert_eq!(stats.records_kept, 5, "one record per key survives: {stats:?}");
+    let expect: BTreeMap<i64, (Option<Bytes>, Option<Bytes>)> = newest
+        .iter()
+        .map(|(k, (offset, v))| (*offset, (Some(Bytes::from(k.clone())), v.clone().map(Bytes::from))))
+        .collect();
+    assert_eq!(read_all(&running, "profiles").await, expect, "the newest record of every key, at its original offset");
+
+    // Appends continue after the compacted prefix; a second pass with nothing new is a no-op.
+    let o = p
+        .append(engine, batch(&[(Some("k1"), Some("late"))], Compression::None), &topic.config, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(o.base_offset, 31, "offsets never move back");
+    assert!(automq_broker::cleaner::compact_partition(engine, &p, &topic.config, now_ms()).await.unwrap().is_none());
+    running.shutdown().await.unwrap();
+
+    let running = RunningBroker::start(config).await.unwrap();
+    let after = read_all(&running, "profiles").await;
+    assert_eq!(after.len(), 6, "the compacted log and the late record survive a restart: {after:?}");
+    assert_eq!(after.get(&31).and_then(|r| r.1.clone()), Some(Bytes::from("late")));
+    running.shutdown().await.unwrap();
+}
