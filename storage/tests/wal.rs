@@ -409,7 +409,13 @@ fn timed(node_id: u64) -> S3WalConfig {
 
 /// Group commits sealed only by size: each [`round`] of records fills exactly one object.
 fn sized(node_id: u64) -> S3WalConfig {
-    S3WalConfig { max_batch_bytes: 4096, max_batch_delay: Duration::from_secs(3600), ..S3WalConfig::new(node_id) }
+    // Sealed by size only, so object boundaries are known.
+    S3WalConfig {
+        max_batch_bytes: 4096,
+        max_batch_delay: Duration::from_secs(3600),
+        seal_when_idle: false,
+        ..S3WalConfig::new(node_id)
+    }
 }
 
 /// Four 1000-byte records: 4 x 1049 frame bytes pass 4096 with the fourth, not before.

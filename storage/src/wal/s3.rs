@@ -57,12 +57,16 @@ pub struct S3WalConfig {
     pub node_id: u64,
     /// Key prefix of all WALs in the bucket.
     pub prefix: String,
-    /// A group commit is sealed once it holds this many bytes...
+    /// A group commit is sealed as soon as no upload is in flight; while uploads are in flight
+    /// it grows until it holds this many bytes...
     pub max_batch_bytes: usize,
-    /// ...or once its first record has waited this long.
+    /// ...or its first record has waited this long (and an upload slot is free).
     pub max_batch_delay: Duration,
     /// Group commits uploading at once (acknowledged in order).
     pub max_inflight: usize,
+    /// Seal a batch as soon as no upload is in flight (group commit: lowest latency). When
+    /// false, batches are sealed only by size or delay (fewer, larger objects at low load).
+    pub seal_when_idle: bool,
     /// How long the fence of a dead epoch is kept before that epoch's leftovers are deleted.
     pub fence_retention: Duration,
 }
@@ -75,6 +79,7 @@ impl S3WalConfig {
             max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(100),
             max_inflight: 4,
+            seal_when_idle: true,
             fence_retention: Duration::from_secs(24 * 3600),
         }
     }
@@ -498,8 +503,33 @@ async fn writer_task(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(u64, 
     // The epoch's first object goes alone (see the module docs).
     let mut first_acknowledged = false;
     loop {
+        // Take everything already queued before deciding: appends that arrived together share
+        // an object.
+        while open && batch_bytes < config.max_batch_bytes {
+            match rx.try_recv() {
+                Ok(item) => {
+                    if let Some(msg) = &shared.state.lock().failed {
+                        let _ = item.1.ack.send(Err(Error::Failed(msg.clone())));
+                        continue;
+                    }
+                    if batch.is_empty() {
+                        deadline = Some(tokio::time::Instant::now() + config.max_batch_delay);
+                    }
+                    batch_bytes += item.1.frame.len();
+                    batch.push(item);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
         let can_seal = inflight.len() < if first_acknowledged { config.max_inflight } else { 1 };
-        if !batch.is_empty() && can_seal && (batch_bytes >= config.max_batch_bytes || !open) {
+        // Group commit: with no upload in flight a batch goes at once (latency is one PUT);
+        // while uploads are in flight it grows until full, a slot frees, or the delay bound.
+        let idle = config.seal_when_idle && inflight.is_empty();
+        if !batch.is_empty() && can_seal && (batch_bytes >= config.max_batch_bytes || !open || idle) {
             inflight.push_back(seal(&shared, next_seq, std::mem::take(&mut batch)));
             next_seq += 1;
             batch_bytes = 0;
