@@ -48,6 +48,8 @@ pub struct Request {
     pub header: RequestHeader,
     pub api_key: ApiKey,
     pub body: RequestKind,
+    /// The client's address (set by the connection).
+    pub peer: Option<SocketAddr>,
 }
 
 /// Decodes one frame body (without its size prefix).
@@ -75,7 +77,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
     match decoded {
         Ok(Ok((mut header, body))) => {
             header.request_api_version = version;
-            Ok(Request { header, api_key, body })
+            Ok(Request { header, api_key, body, peer: None })
         }
         Ok(Err(e)) => Err(FrameError::Malformed(api_key, version, e.to_string())),
         Err(_) => Err(FrameError::Malformed(api_key, version, "decoder panicked".into())),
@@ -181,7 +183,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
             tracing::debug!(size, "connection closed or stalled mid-frame");
             break;
         }
-        let request = match decode_request(Bytes::from(frame)) {
+        let mut request = match decode_request(Bytes::from(frame)) {
             Ok(r) => r,
             Err(e) => {
                 broker.metrics.rejected_frames.inc();
@@ -189,6 +191,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
                 break;
             }
         };
+        request.peer = Some(peer);
         let (api_key, mut version, correlation_id) =
             (request.api_key, request.header.request_api_version, request.header.correlation_id);
         if api_key == ApiKey::ApiVersions

@@ -90,6 +90,10 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
     let api = api_name(request.api_key);
     broker.metrics.requests.get_or_create(&ApiLabels { api: api.clone() }).inc();
     let version = request.header.request_api_version;
+    let client = crate::groups::ClientInfo {
+        client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        client_host: request.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+    };
     let b = broker.clone();
     let reply = match request.body {
         RequestKind::ApiVersions(r) => Reply::Now(Some(ResponseKind::ApiVersions(api_versions::handle(&r, version)))),
@@ -126,7 +130,7 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
         RequestKind::InitProducerId(r) => {
             Reply::Now(Some(ResponseKind::InitProducerId(init_producer_id::handle(&b, r).await)))
         }
-        other => match crate::groups::handlers::dispatch(&b, other, version).await {
+        other => match crate::groups::handlers::dispatch(&b, other, version, &client).await {
             Some(response) => Reply::Now(Some(response)),
             None => {
                 // Unreachable: decode_request refuses APIs we do not support.
