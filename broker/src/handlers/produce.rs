@@ -36,7 +36,15 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
     let mut topics = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = broker.auto_create(&name).await;
+        // Internal topics (consumer offsets) are written by the broker only: a client that
+        // could produce there could forge any group's committed offsets.
+        let topic = broker.auto_create(&name).await.and_then(|t| {
+            if t.meta.internal {
+                Err(super::err(ResponseError::InvalidTopicException, format!("clients cannot write to internal topic {name}")))
+            } else {
+                Ok(t)
+            }
+        });
         let mut partitions = Vec::new();
         for data in topic_data.partition_data {
             let index = data.index;

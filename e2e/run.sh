@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the real-client compatibility suite: installs the clients when missing, starts one
+# SeaweedFS on loopback for the S3 WAL variants (unless AUTOMQ_TEST_S3_ENDPOINT is already
+# set), and runs pytest with any arguments given (default: e2e/compat -q).
+# Expects the broker binary already built: cargo build -p automq-broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------
+if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, snappy, lz4, zstandard, cramjam' 2>/dev/null; then
+    log "installing e2e/requirements.txt"
+    python3 -m pip install --quiet -r e2e/requirements.txt
+fi
+if ! command -v kcat >/dev/null 2>&1; then
+    log "installing kcat (apt)"
+    apt-get update -qq && apt-get install -y -qq kcat >/dev/null
+fi
+
+# --- one SeaweedFS for the S3 WAL tests (unless the caller already runs one) -------------------
+work=$(mktemp -d)
+SEAWEEDFS_PID=""
+cleanup() {
+    if [ -n "$SEAWEEDFS_PID" ]; then
+        kill -9 "$SEAWEEDFS_PID" 2>/dev/null || true
+        wait "$SEAWEEDFS_PID" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+if [ -z "${AUTOMQ_TEST_S3_ENDPOINT:-}" ]; then
+    # shellcheck source=scripts/lib/seaweedfs.sh
+    . scripts/lib/seaweedfs.sh
+    start_seaweedfs "$work"
+fi
+
+# --- the suite -------------------------------------------------------------------------------
+if [ "$#" -eq 0 ]; then set -- e2e/compat -q; fi
+status=0
+python3 -m pytest "$@" || status=$?
+exit "$status"
