@@ -1,7 +1,8 @@
 //! Log compaction (`cleanup.policy=compact`), with Kafka's semantics: for every key only the
-//! record with the highest offset survives; tombstones (null values) survive until they are
-//! older than `delete.retention.ms`; records younger than `min.compaction.lag.ms` are not
-//! touched; offsets never change (compaction leaves gaps).
+//! record with the highest offset survives; a tombstone (null value) survives for
+//! `delete.retention.ms` after the pass that first kept it (its delete horizon; horizons are
+//! kept in memory, so a restart only makes tombstones live longer); records younger than
+//! `min.compaction.lag.ms` are not touched; offsets never change (compaction leaves gaps).
 //!
 //! A pass reads the whole partition to learn each key's latest offset, then rewrites the
 //! committed prefix of the log up to a storage range boundary: surviving records are
@@ -91,7 +92,6 @@ pub async fn compact_partition(
         }
     }
     // Pass 2: rewrite start..end keeping the survivors.
-    let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
     let mut rewritten = Vec::new();
     let mut records_kept = 0usize;
     let mut offset = start;
@@ -108,9 +108,11 @@ pub async fn compact_partition(
                 .into_iter()
                 .filter(|r| {
                     let Some(key) = &r.key else { return false };
-                    let newest = latest.get(key) == Some(&r.offset);
-                    let expired_tombstone = r.value.is_none() && r.timestamp < tombstone_horizon;
-                    newest && !expired_tombstone
+                    if latest.get(key) != Some(&r.offset) {
+                        return false;
+                    }
+                    r.value.is_some()
+                        || now_ms < partition.tombstone_horizon(r.offset, now_ms + config.delete_retention_ms)
                 })
                 .collect();
             if kept.is_empty() {

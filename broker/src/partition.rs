@@ -38,6 +38,8 @@ struct State {
     bytes: u64,
     /// Offsets below this were compacted by the last pass.
     cleaned_upto: i64,
+    /// Tombstone offset -> when compaction may drop it (first kept + delete.retention.ms).
+    tombstone_horizons: std::collections::HashMap<i64, i64>,
 }
 
 impl State {
@@ -354,6 +356,12 @@ impl Partition {
         Ok(Some(target))
     }
 
+    /// The delete horizon of the tombstone at `offset`: set to `if_new` the first time a
+    /// compaction pass keeps it.
+    pub fn tombstone_horizon(&self, offset: i64, if_new: i64) -> i64 {
+        *self.state.lock().tombstone_horizons.entry(offset).or_insert(if_new)
+    }
+
     /// Where the last compaction pass ended.
     pub fn cleaned_upto(&self) -> i64 {
         self.state.lock().cleaned_upto
@@ -391,6 +399,17 @@ impl Partition {
         }
         state.bytes = state.index.iter().map(|e| e.size as u64).sum();
         state.cleaned_upto = end;
+        // Forget horizons of tombstones this pass dropped.
+        let kept: std::collections::HashSet<i64> = batches
+            .iter()
+            .filter_map(|b| {
+                let mut buf = b.payload.clone();
+                RecordBatchDecoder::decode_all(&mut buf).ok()
+            })
+            .flatten()
+            .flat_map(|set| set.records.into_iter().filter(|r| r.value.is_none()).map(|r| r.offset))
+            .collect();
+        state.tombstone_horizons.retain(|offset, _| *offset >= end || kept.contains(offset));
     }
 
     /// Moves the log start forward (DeleteRecords, or retention).

@@ -345,6 +345,70 @@ def test_compacted_topic_config_accepted(broker):
     assert describe_topic_config(a, topic)["cleanup.policy"].value == "compact,delete"
 
 
+def read_from_start(bootstrap, topic, partition=0):
+    """Every record of a partition from its log start, as (offset, key, value)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}-{time.time()}",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT_S)
+        c.assign([TopicPartition(topic, partition, low)])
+        out, deadline = [], time.time() + TIMEOUT_S
+        while time.time() < deadline and (not out or out[-1][0] < high - 1) and low < high:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            out.append((m.offset(), m.key(), m.value()))
+        return low, high, out
+    finally:
+        c.close()
+
+
+def test_compaction_keeps_the_latest_value_per_key(make_broker):
+    b = make_broker(args=["--log-cleaner-interval-ms", "200"])
+    a = admin(b.bootstrap)
+    topic = "compacted-latest"
+    a.create_topics([NewTopic(topic, 1, config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})])[
+        topic].result(TIMEOUT_S)
+    recs = [Rec(0, f"k{k}".encode(), f"v{r}-k{k}".encode(), [], BASE_TS + r * 10 + k) for r in range(3) for k in range(5)]
+    recs.append(Rec(0, b"k2", None, [], BASE_TS + 99))  # a tombstone for k2
+    reports = produce_all(b.bootstrap, topic, recs)
+    latest = {}
+    for rec, (_, off) in zip(recs, reports):
+        latest[rec.key] = (off, rec.key, rec.value)
+    want = sorted(latest.values())
+
+    def compacted():
+        _, _, got = read_from_start(b.bootstrap, topic)
+        return got if got == want else None
+
+    # The broker uploads WAL data about once a second and cleans every 200 ms.
+    got = wait_until(compacted, timeout=30, what="the log compacted to the newest record per key")
+    assert [o for o, _, _ in got] == [o for o, _, _ in want], "offsets are the original ones (compaction leaves gaps)"
+    # New records after compaction keep their place.
+    more = produce_all(b.bootstrap, topic, [Rec(0, b"k1", b"late", [], BASE_TS + 500)])
+    assert more[0][1] == len(recs), "offsets never move back"
+
+
+def test_retention_deletes_records_older_than_retention_ms(make_broker):
+    b = make_broker(args=["--log-cleaner-interval-ms", "200"])
+    a = admin(b.bootstrap)
+    topic = "retention-time"
+    a.create_topics([NewTopic(topic, 1, config={"retention.ms": "3600000"})])[topic].result(TIMEOUT_S)
+    now_ms = int(time.time() * 1000)
+    old = [Rec(0, b"old", f"o{i}".encode(), [], now_ms - 2 * 3600_000 + i) for i in range(5)]
+    new = [Rec(0, b"new", f"n{i}".encode(), [], now_ms + i) for i in range(3)]
+    produce_all(b.bootstrap, topic, old)
+    produce_all(b.bootstrap, topic, new)
+
+    def trimmed():
+        low, high, got = read_from_start(b.bootstrap, topic)
+        return (low, high, got) if low >= 5 else None
+
+    low, high, got = wait_until(trimmed, timeout=30, what="records older than retention.ms deleted")
+    assert (low, high) == (5, 8)
+    assert [v for _, _, v in got] == [b"n0", b"n1", b"n2"], "the new records stay"
+
+
 # --- consumer groups (need the group coordinator) ---------------------------------------------
 
 def group_consumer(bootstrap, group, **extra):
