@@ -200,8 +200,8 @@ def main():
             r = rows.get(name)
             if r:
                 print(f"  {name:28} throughput x{r['msgs_per_s'] / t['msgs_per_s']:.2f}   "
-                      f"paced produce p99 x{r['paced_produce_p99'] / t['paced_produce_p99']:.2f}   "
-                      f"paced e2e p99 x{r['paced_e2e_p99'] / t['paced_e2e_p99']:.2f}")
+                      f"paced produce p99 x{r['paced_produce_p99'] / t['paced_produce_p99']:.3f}   "
+                      f"paced e2e p99 x{r['paced_e2e_p99'] / t['paced_e2e_p99']:.3f}")
 
 
 if __name__ == "__main__":
