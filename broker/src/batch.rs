@@ -198,33 +198,49 @@ pub fn set_log_append_time(batch: &Bytes, now: i64) -> Bytes {
     b.freeze()
 }
 
+/// Encodes records without a producer (offsets 0.., one timestamp) as one v2 batch: what the
+/// broker writes itself (group records) and what tests produce.
+pub fn encode_plain(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+) -> anyhow::Result<Bytes> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch while offset - sequence is constant; this
+            // makes the base sequence -1 (no producer).
+            sequence: i as i32 - 1,
+            timestamp,
+            key: key.clone(),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::Compression;
 
     pub(crate) fn encode(n: usize, compression: Compression) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder keeps records in one batch while offset - sequence is constant.
-                sequence: i as i32,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 100])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        buf.freeze()
+        let records: Vec<_> =
+            (0..n).map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(vec![b'v'; 100])))).collect();
+        encode_plain(&records, 1_700_000_000_000, compression).unwrap()
     }
 
     #[test]
@@ -233,7 +249,7 @@ mod tests {
             let b = encode(5, c);
             let h = parse(&b).unwrap();
             assert_eq!((h.records_count, h.last_offset_delta, h.size), (5, 4, b.len()), "{c:?}");
-            assert_eq!(h.max_timestamp, 1_700_000_000_004);
+            assert_eq!(h.max_timestamp, 1_700_000_000_000);
         }
     }
 

@@ -8,36 +8,16 @@ use std::collections::{BTreeMap, HashMap};
 use automq_broker::broker::now_ms;
 use automq_broker::config::BrokerConfig;
 use automq_broker::RunningBroker;
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use kafka_protocol::ResponseError;
 
 fn batch(records: &[(Option<&str>, Option<&str>)], compression: Compression) -> Bytes {
-    let now = now_ms();
-    let records: Vec<Record> = records
+    let plain: Vec<_> = records
         .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: k.map(|k| Bytes::from(k.to_string())),
-            value: v.map(|v| Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
+        .map(|(k, v)| (k.map(|k| Bytes::from(k.to_string())), v.map(|v| Bytes::from(v.to_string()))))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-    buf.freeze()
+    automq_broker::batch::encode_plain(&plain, now_ms(), compression).unwrap()
 }
 
 /// Every record of the partition: offset -> (key, value).

@@ -27,9 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 use kafka_protocol::ResponseError;
 
 use super::group::{CommittedOffset, Group};
@@ -314,35 +312,12 @@ pub(crate) fn enqueue(broker: &Broker, group: &str, records: &[(RecordKey, Optio
     let now = now_ms();
     let mut buf = BytesMut::new();
     for chunk in records.chunks(RECORDS_PER_BATCH) {
-        let batch: Vec<Record> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder keeps records in one batch while offset - sequence is constant;
-                // this makes the batch's base sequence -1 (no producer).
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(key.encode()),
-                value: value.clone(),
-                headers: Default::default(),
-            })
-            .collect();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &batch,
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
-        )
-        .map_err(|e| {
+        let plain: Vec<(Option<Bytes>, Option<Bytes>)> =
+            chunk.iter().map(|(key, value)| (Some(key.encode()), value.clone())).collect();
+        let batch = crate::batch::encode_plain(&plain, now, Compression::None).map_err(|e| {
             Error::kafka(ResponseError::UnknownServerError, format!("cannot encode group {group}'s records: {e}"))
         })?;
+        buf.extend_from_slice(&batch);
     }
     let enqueued = partition.enqueue(&broker.engine, buf.freeze(), &topic.config, now)?;
     Ok(PendingWrite { partition, enqueued })
