@@ -40,7 +40,10 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
         // could produce there could forge any group's committed offsets.
         let topic = broker.auto_create(&name).await.and_then(|t| {
             if t.meta.internal {
-                Err(super::err(ResponseError::InvalidTopicException, format!("clients cannot write to internal topic {name}")))
+                Err(super::err(
+                    ResponseError::InvalidTopicException,
+                    format!("clients cannot write to internal topic {name}"),
+                ))
             } else {
                 Ok(t)
             }
