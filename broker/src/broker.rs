@@ -136,7 +136,8 @@ impl Broker {
         for (index, stream_id) in meta.partitions.iter().enumerate() {
             partitions.push(Partition::open(&self.engine, &meta.name, index as i32, *stream_id).await?);
         }
-        let config = TopicConfig::from_map(&meta.configs).unwrap_or_default();
+        let config =
+            TopicConfig::from_map_over(self.topic_defaults(), &meta.configs).unwrap_or_else(|_| self.topic_defaults());
         Ok(Arc::new(Topic { meta, config, partitions }))
     }
 
@@ -146,6 +147,11 @@ impl Broker {
             self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions.max(1), configs, true).await?;
         }
         Ok(())
+    }
+
+    /// Topic config defaults from the broker's settings (message.max.bytes).
+    pub fn topic_defaults(&self) -> TopicConfig {
+        TopicConfig { max_message_bytes: self.config.message_max_bytes, ..TopicConfig::default() }
     }
 
     /// The advertised (host, port) of this broker.
@@ -180,7 +186,7 @@ impl Broker {
                 format!("{partitions} partitions; at least 1 is needed"),
             ));
         }
-        let config = TopicConfig::from_map(&configs)?;
+        let config = TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
         let _serial = self.topic_changes.lock().await;
         if self.topic(name).is_some() {
             return Err(Error::kafka(ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
@@ -287,7 +293,7 @@ impl Broker {
 
     /// Replaces a topic's explicit configs (validated first).
     pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<()> {
-        let config = TopicConfig::from_map(&configs)?;
+        let config = TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
         let _serial = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| {
             Error::kafka(ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))

@@ -30,10 +30,6 @@ impl TopicMeta {
     pub fn kv_key(name: &str) -> String {
         format!("{KV_PREFIX}{name}")
     }
-
-    pub fn config(&self) -> TopicConfig {
-        TopicConfig::from_map(&self.configs).unwrap_or_default()
-    }
 }
 
 /// The cleanup policy.
@@ -110,9 +106,15 @@ fn invalid(message: String) -> Error {
 }
 
 impl TopicConfig {
-    /// Validates explicit configs and builds the effective configuration.
+    /// Validates explicit configs and builds the effective configuration over Kafka's
+    /// defaults.
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Self> {
-        let mut c = TopicConfig::default();
+        Self::from_map_over(TopicConfig::default(), map)
+    }
+
+    /// Validates explicit configs and applies them over `defaults` (the broker's).
+    pub fn from_map_over(defaults: TopicConfig, map: &BTreeMap<String, String>) -> Result<Self> {
+        let mut c = defaults;
         for (name, value) in map {
             match name.as_str() {
                 "retention.ms" => c.retention_ms = parse_i64(name, value)?,
@@ -202,6 +204,14 @@ mod tests {
             let err = TopicConfig::from_map(&map(&[bad])).unwrap_err();
             assert_eq!(err.code(), ResponseError::InvalidConfig, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn explicit_configs_override_broker_defaults() {
+        let defaults = TopicConfig { max_message_bytes: 5 << 20, ..TopicConfig::default() };
+        assert_eq!(TopicConfig::from_map_over(defaults.clone(), &map(&[])).unwrap().max_message_bytes, 5 << 20);
+        let c = TopicConfig::from_map_over(defaults, &map(&[("max.message.bytes", "1000")])).unwrap();
+        assert_eq!(c.max_message_bytes, 1000);
     }
 
     #[test]
