@@ -68,13 +68,18 @@ pub(super) fn handle(broker: &Arc<Broker>, request: DescribeConfigsRequest, vers
                         .filter(|d| wanted(d.name))
                         .map(|d| match topic.meta.configs.get(d.name) {
                             Some(v) => entry(d.name, v.clone(), DYNAMIC_TOPIC_CONFIG, d.read_only),
-                            // The broker's message.max.bytes is the topics' default.
-                            None if d.name == "max.message.bytes" => entry(
-                                d.name,
-                                broker.config.message_max_bytes.to_string(),
-                                STATIC_BROKER_CONFIG,
-                                d.read_only,
-                            ),
+                            // A broker message.max.bytes other than Kafka's default is the
+                            // topics' default, reported as coming from the broker (as Kafka does).
+                            None if d.name == "max.message.bytes"
+                                && broker.config.message_max_bytes.to_string() != d.default =>
+                            {
+                                entry(
+                                    d.name,
+                                    broker.config.message_max_bytes.to_string(),
+                                    STATIC_BROKER_CONFIG,
+                                    d.read_only,
+                                )
+                            }
                             None => entry(d.name, d.default.to_string(), DEFAULT_CONFIG, d.read_only),
                         })
                         .collect();
