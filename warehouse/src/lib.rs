@@ -1,0 +1,5 @@
+//! The query node: MySQL protocol, SQL on Apache DataFusion, columnar tables in object storage.
+//!
+//! - [`mysql`]: the MySQL wire protocol, depending only on a query-handler trait.
+
+pub mod mysql;

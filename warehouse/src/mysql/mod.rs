@@ -1,0 +1,5 @@
+//! The MySQL client/server protocol: framing ([`packet`]) and authentication ([`auth`]). The
+//! connection handling depends only on a query-handler trait, never on the SQL engine.
+
+pub mod auth;
+pub mod packet;
