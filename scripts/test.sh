@@ -13,6 +13,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# Real clients that tests drive (Kafka and MySQL client libraries, kcat, the mysql CLI).
+if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, pymysql, mysql.connector, sqlalchemy' 2>/dev/null; then
+    log "installing e2e/requirements.txt"
+    python3 -m pip install --quiet -r e2e/requirements.txt
+fi
+if ! command -v kcat >/dev/null 2>&1 || ! command -v mysql >/dev/null 2>&1; then
+    log "installing kcat and the mysql CLI (apt)"
+    apt-get update -qq && apt-get install -y -qq kcat mariadb-client >/dev/null
+fi
+
 # --- one SeaweedFS for the whole run ------------------------------------------------------
 work=$(mktemp -d)
 SEAWEEDFS_PID=""

@@ -2,4 +2,7 @@
 //! connection handling depends only on a query-handler trait, never on the SQL engine.
 
 pub mod auth;
+pub mod error;
 pub mod packet;
+pub mod resultset;
+pub mod server;

@@ -1,0 +1,367 @@
+//! One MySQL connection: handshake, authentication and the command loop, on top of a
+//! [`QueryHandler`]. Result sets stream: rows are written as batches arrive, flushed in chunks.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::auth::{self, StoredCredential};
+use super::error::MysqlError;
+use super::packet::{get_lenenc_bytes, get_nul_str, put_lenenc_int, PacketError, PacketStream};
+use super::resultset::{column_definition, text_rows};
+
+/// What the server calls itself (clients parse the leading version).
+pub const SERVER_VERSION: &str = "8.0.33-automq";
+
+const CLIENT_LONG_PASSWORD: u32 = 1;
+const CLIENT_FOUND_ROWS: u32 = 1 << 1;
+const CLIENT_LONG_FLAG: u32 = 1 << 2;
+const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
+const CLIENT_PROTOCOL_41: u32 = 1 << 9;
+const CLIENT_TRANSACTIONS: u32 = 1 << 13;
+const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
+const CLIENT_MULTI_RESULTS: u32 = 1 << 17;
+const CLIENT_PS_MULTI_RESULTS: u32 = 1 << 18;
+const CLIENT_PLUGIN_AUTH: u32 = 1 << 19;
+const CLIENT_CONNECT_ATTRS: u32 = 1 << 20;
+const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 1 << 21;
+const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
+
+const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
+    | CLIENT_FOUND_ROWS
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PS_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_DEPRECATE_EOF;
+
+const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
+/// utf8mb4_general_ci
+const CHARSET: u8 = 45;
+/// Rows are flushed to the client once this much is queued.
+const FLUSH_BYTES: usize = 64 << 10;
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_FIELD_LIST: u8 = 0x04;
+const COM_PING: u8 = 0x0e;
+const COM_RESET_CONNECTION: u8 = 0x1f;
+
+/// The connection state a handler sees and may change.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub user: String,
+    pub client_host: String,
+    pub connection_id: u32,
+    /// The current database (`USE`, COM_INIT_DB, the handshake).
+    pub database: Option<String>,
+}
+
+/// What a statement returns.
+pub enum Response {
+    /// No result set (DDL, DML, SET ...).
+    Ok { affected_rows: u64, last_insert_id: u64, info: String },
+    /// A result set: its schema, the table its columns come from (may be empty), and batches.
+    Rows { schema: SchemaRef, table: String, batches: BoxStream<'static, Result<RecordBatch, MysqlError>> },
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Ok { affected_rows, .. } => f.debug_struct("Ok").field("affected_rows", affected_rows).finish(),
+            Response::Rows { schema, .. } => f.debug_struct("Rows").field("columns", &schema.fields().len()).finish(),
+        }
+    }
+}
+
+impl Response {
+    pub fn ok() -> Self {
+        Response::Ok { affected_rows: 0, last_insert_id: 0, info: String::new() }
+    }
+}
+
+/// The SQL side of the protocol. The protocol module knows nothing else about the engine.
+#[async_trait]
+pub trait QueryHandler: Send + Sync + 'static {
+    /// The stored credential of `user`; `None` if unknown (which fails like a wrong password).
+    async fn credential(&self, user: &str) -> Option<StoredCredential>;
+
+    /// Makes `database` current (COM_INIT_DB, or the handshake's database).
+    async fn use_database(&self, session: &mut Session, database: &str) -> Result<(), MysqlError>;
+
+    /// Runs one statement (COM_QUERY).
+    async fn query(&self, session: &mut Session, sql: &str) -> Result<Response, MysqlError>;
+
+    /// The columns of `table` in the current database (COM_FIELD_LIST, used by the mysql CLI's
+    /// completion).
+    async fn field_list(&self, session: &mut Session, table: &str) -> Result<SchemaRef, MysqlError>;
+}
+
+/// Settings of the protocol layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// max_allowed_packet
+    pub max_message: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { max_message: 64 << 20 }
+    }
+}
+
+fn ok_packet(header: u8, affected: u64, last_insert_id: u64, info: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(16 + info.len());
+    out.put_u8(header);
+    put_lenenc_int(&mut out, affected);
+    put_lenenc_int(&mut out, last_insert_id);
+    out.put_u16_le(SERVER_STATUS_AUTOCOMMIT);
+    out.put_u16_le(0);
+    out.put_slice(info.as_bytes());
+    out
+}
+
+fn err_packet(e: &MysqlError) -> BytesMut {
+    let mut out = BytesMut::with_capacity(16 + e.message.len());
+    out.put_u8(0xff);
+    out.put_u16_le(e.code);
+    out.put_u8(b'#');
+    out.put_slice(e.sqlstate.as_bytes());
+    out.put_slice(e.message.as_bytes());
+    out
+}
+
+fn eof_packet() -> [u8; 5] {
+    let s = SERVER_STATUS_AUTOCOMMIT.to_le_bytes();
+    [0xfe, 0, 0, s[0], s[1]]
+}
+
+/// What the client said in its handshake response.
+#[derive(Debug)]
+struct HandshakeResponse {
+    capabilities: u32,
+    user: String,
+    auth_response: Bytes,
+    database: Option<String>,
+    plugin: String,
+}
+
+fn parse_handshake_response(mut b: Bytes) -> Result<HandshakeResponse, PacketError> {
+    if b.len() < 32 {
+        return Err(PacketError::Malformed("handshake response too short (pre-4.1 clients are not supported)"));
+    }
+    let capabilities = b.get_u32_le();
+    if capabilities & CLIENT_PROTOCOL_41 == 0 {
+        return Err(PacketError::Malformed("the client does not speak protocol 4.1"));
+    }
+    b.advance(4 + 1 + 23); // max packet, charset, filler
+    let user = String::from_utf8_lossy(&get_nul_str(&mut b)?).into_owned();
+    let auth_response = if capabilities & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+        get_lenenc_bytes(&mut b)?.unwrap_or_default()
+    } else if capabilities & CLIENT_SECURE_CONNECTION != 0 {
+        if !b.has_remaining() {
+            return Err(PacketError::Malformed("missing auth response length"));
+        }
+        let n = b.get_u8() as usize;
+        if b.remaining() < n {
+            return Err(PacketError::Malformed("truncated auth response"));
+        }
+        b.split_to(n)
+    } else {
+        get_nul_str(&mut b)?
+    };
+    let mut database = None;
+    if capabilities & CLIENT_CONNECT_WITH_DB != 0 && b.has_remaining() {
+        let db = get_nul_str(&mut b)?;
+        if !db.is_empty() {
+            database = Some(String::from_utf8_lossy(&db).into_owned());
+        }
+    }
+    let mut plugin = auth::NATIVE.to_string();
+    if capabilities & CLIENT_PLUGIN_AUTH != 0 && b.has_remaining() {
+        plugin = String::from_utf8_lossy(&get_nul_str(&mut b)?).into_owned();
+    }
+    // Connection attributes (CLIENT_CONNECT_ATTRS) follow; nothing uses them yet.
+    Ok(HandshakeResponse { capabilities, user, auth_response, database, plugin })
+}
+
+fn handshake_packet(connection_id: u32, nonce: &[u8; 20]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(128);
+    out.put_u8(10);
+    out.put_slice(SERVER_VERSION.as_bytes());
+    out.put_u8(0);
+    out.put_u32_le(connection_id);
+    out.put_slice(&nonce[..8]);
+    out.put_u8(0);
+    out.put_u16_le(SERVER_CAPABILITIES as u16);
+    out.put_u8(CHARSET);
+    out.put_u16_le(SERVER_STATUS_AUTOCOMMIT);
+    out.put_u16_le((SERVER_CAPABILITIES >> 16) as u16);
+    out.put_u8(21);
+    out.put_slice(&[0; 10]);
+    out.put_slice(&nonce[8..]);
+    out.put_u8(0);
+    out.put_slice(auth::NATIVE.as_bytes());
+    out.put_u8(0);
+    out
+}
+
+/// Serves one connection until the client quits or the connection fails.
+pub async fn serve<S, H>(
+    stream: S,
+    handler: Arc<H>,
+    mut session: Session,
+    config: &ServerConfig,
+) -> Result<(), PacketError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: QueryHandler + ?Sized,
+{
+    let mut packets = PacketStream::new(stream, config.max_message);
+    let nonce = auth::nonce();
+    packets.send(&handshake_packet(session.connection_id, &nonce)).await?;
+    let Some(response) = packets.read().await? else { return Ok(()) };
+    let hello = parse_handshake_response(response)?;
+    session.user = hello.user.clone();
+    let deprecate_eof = hello.capabilities & CLIENT_DEPRECATE_EOF != 0;
+
+    // Authentication: the client's plugin if we know it, else switch it to native.
+    let (plugin, auth_response) = if hello.plugin == auth::NATIVE || hello.plugin == auth::CACHING_SHA2 {
+        (hello.plugin.clone(), hello.auth_response.clone())
+    } else {
+        let mut switch = BytesMut::new();
+        switch.put_u8(0xfe);
+        switch.put_slice(auth::NATIVE.as_bytes());
+        switch.put_u8(0);
+        switch.put_slice(&nonce);
+        switch.put_u8(0);
+        packets.send(&switch).await?;
+        let Some(answer) = packets.read().await? else { return Ok(()) };
+        (auth::NATIVE.to_string(), answer)
+    };
+    let credential = handler.credential(&hello.user).await;
+    let accepted = credential.is_some_and(|c| c.verify(&plugin, &nonce, &auth_response));
+    if !accepted {
+        packets.send(&err_packet(&MysqlError::access_denied(&hello.user, &session.client_host))).await?;
+        return Ok(());
+    }
+    if plugin == auth::CACHING_SHA2 {
+        packets.queue(&[0x01, 0x03]); // AuthMoreData: fast authentication succeeded
+    }
+    if let Some(db) = &hello.database {
+        if let Err(e) = handler.use_database(&mut session, db).await {
+            packets.send(&err_packet(&e)).await?;
+            return Ok(());
+        }
+    }
+    packets.send(&ok_packet(0x00, 0, 0, "")).await?;
+
+    loop {
+        packets.reset_sequence();
+        let Some(mut command) = packets.read().await? else { return Ok(()) };
+        if command.is_empty() {
+            return Err(PacketError::Malformed("empty command packet"));
+        }
+        let code = command.get_u8();
+        let result: Result<Option<Response>, MysqlError> = match code {
+            COM_QUIT => return Ok(()),
+            COM_PING | COM_RESET_CONNECTION => Ok(None),
+            COM_INIT_DB => {
+                let db = String::from_utf8_lossy(&command).into_owned();
+                handler.use_database(&mut session, &db).await.map(|()| None)
+            }
+            COM_QUERY => {
+                let sql = String::from_utf8_lossy(&command).into_owned();
+                handler.query(&mut session, &sql).await.map(Some)
+            }
+            COM_FIELD_LIST => {
+                let table =
+                    get_nul_str(&mut command).map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                match handler.field_list(&mut session, &table).await {
+                    Ok(schema) => {
+                        for field in schema.fields() {
+                            let mut def = BytesMut::new();
+                            column_definition(&mut def, session.database.as_deref().unwrap_or(""), &table, field);
+                            packets.queue(&def);
+                        }
+                        if deprecate_eof {
+                            packets.queue(&ok_packet(0xfe, 0, 0, ""));
+                        } else {
+                            packets.queue(&eof_packet());
+                        }
+                        packets.flush().await?;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => Err(MysqlError::unknown_command(other)),
+        };
+        match result {
+            Ok(None) => packets.send(&ok_packet(0x00, 0, 0, "")).await?,
+            Ok(Some(Response::Ok { affected_rows, last_insert_id, info })) => {
+                packets.send(&ok_packet(0x00, affected_rows, last_insert_id, &info)).await?
+            }
+            Ok(Some(Response::Rows { schema, table, batches })) => {
+                write_result_set(&mut packets, &session, &schema, &table, batches, deprecate_eof).await?
+            }
+            Err(e) => packets.send(&err_packet(&e)).await?,
+        }
+    }
+}
+
+async fn write_result_set<S: AsyncRead + AsyncWrite + Unpin>(
+    packets: &mut PacketStream<S>,
+    session: &Session,
+    schema: &SchemaRef,
+    table: &str,
+    mut batches: BoxStream<'static, Result<RecordBatch, MysqlError>>,
+    deprecate_eof: bool,
+) -> Result<(), PacketError> {
+    let mut count = BytesMut::new();
+    put_lenenc_int(&mut count, schema.fields().len() as u64);
+    packets.queue(&count);
+    let database = session.database.as_deref().unwrap_or("");
+    for field in schema.fields() {
+        let mut def = BytesMut::new();
+        column_definition(&mut def, database, table, field);
+        packets.queue(&def);
+    }
+    if !deprecate_eof {
+        packets.queue(&eof_packet());
+    }
+    while let Some(batch) = batches.next().await {
+        match batch {
+            Ok(batch) => {
+                text_rows(&batch, |row| packets.queue(row));
+                if packets.queued() >= FLUSH_BYTES {
+                    packets.flush().await?;
+                }
+            }
+            Err(e) => {
+                // An error mid-result replaces the rest of it.
+                packets.send(&err_packet(&e)).await?;
+                return Ok(());
+            }
+        }
+    }
+    if deprecate_eof {
+        packets.queue(&ok_packet(0xfe, 0, 0, ""));
+    } else {
+        packets.queue(&eof_packet());
+    }
+    packets.flush().await
+}
