@@ -12,6 +12,7 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use automq_warehouse::mysql::auth::StoredCredential;
+use automq_warehouse::mysql::binary::Param;
 use automq_warehouse::mysql::error::MysqlError;
 use automq_warehouse::mysql::server::{serve, QueryHandler, Response, ServerConfig, Session};
 use futures::stream;
@@ -83,6 +84,58 @@ impl QueryHandler for Fake {
 
     async fn field_list(&self, _session: &mut Session, _table: &str) -> Result<SchemaRef, MysqlError> {
         Ok(people().0)
+    }
+
+    async fn prepare(&self, _session: &mut Session, sql: &str) -> Result<usize, MysqlError> {
+        if sql.starts_with("SELECT echo") || sql.starts_with("SELECT people") {
+            Ok(sql.matches('?').count())
+        } else {
+            Err(MysqlError::syntax(format!("cannot prepare '{sql}'")))
+        }
+    }
+
+    /// `SELECT echo(?, ...)` returns its parameters as one row, typed as bound; `SELECT
+    /// people` returns the people table (binary rows).
+    async fn execute(&self, session: &mut Session, sql: &str, params: &[Param]) -> Result<Response, MysqlError> {
+        if sql.starts_with("SELECT people") {
+            return self.query(session, "SELECT people").await;
+        }
+        let mut fields = Vec::new();
+        let mut columns: Vec<arrow_array::ArrayRef> = Vec::new();
+        for (i, p) in params.iter().enumerate() {
+            let name = format!("p{i}");
+            match p {
+                // Clients bind non-negative integers as unsigned.
+                Param::UInt(v) => {
+                    fields.push(Field::new(name, DataType::Int64, true));
+                    columns.push(Arc::new(Int64Array::from(vec![*v as i64])));
+                }
+                Param::Int(v) => {
+                    fields.push(Field::new(name, DataType::Int64, true));
+                    columns.push(Arc::new(Int64Array::from(vec![*v])));
+                }
+                Param::Float(v) => {
+                    fields.push(Field::new(name, DataType::Float64, true));
+                    columns.push(Arc::new(arrow_array::Float64Array::from(vec![*v])));
+                }
+                Param::Text(v) => {
+                    fields.push(Field::new(name, DataType::Utf8, true));
+                    columns.push(Arc::new(StringArray::from(vec![v.clone()])));
+                }
+                other => {
+                    fields.push(Field::new(name, DataType::Utf8, true));
+                    let v = match other {
+                        Param::Null => None,
+                        Param::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                        _ => unreachable!(),
+                    };
+                    columns.push(Arc::new(StringArray::from(vec![v])));
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        Ok(Response::Rows { schema, table: String::new(), batches: Box::pin(stream::iter([Ok(batch)])) })
     }
 }
 
@@ -214,4 +267,36 @@ async fn the_mysql_cli_runs_a_query() {
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "DATABASE()\nshop\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_use_the_binary_protocol() {
+    let port = start().await.port();
+    let out = tokio::task::spawn_blocking(move || {
+        python(
+            r#"
+import sys, datetime, mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password="s3cret", database="shop", use_pure=True)
+cur = c.cursor(prepared=True)
+cur.execute("SELECT echo(?, ?, ?, ?, ?)", (42, "héllo", None, 2.5, datetime.datetime(2024, 2, 29, 13, 14, 15)))
+row = cur.fetchone()
+assert row == (42, "héllo", None, 2.5, "2024-02-29 13:14:15"), row
+cur.execute("SELECT echo(?, ?, ?, ?, ?)", (-7, "", None, -0.5, datetime.datetime(1999, 12, 31, 23, 59, 59)))
+assert cur.fetchone() == (-7, "", None, -0.5, "1999-12-31 23:59:59")
+cur.execute("SELECT people")
+rows = cur.fetchall()
+assert len(rows) == 3000 and rows[10] == (10, None) and rows[11] == (11, "name-11"), rows[:12]
+try:
+    cur.execute("DROP nonsense ?", (1,)); raise SystemExit("no error")
+except mysql.connector.Error as e:
+    assert e.errno == 1064, e
+c.close()
+print("ok")
+"#,
+            port,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok");
 }

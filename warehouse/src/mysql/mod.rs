@@ -2,6 +2,7 @@
 //! connection handling depends only on a query-handler trait, never on the SQL engine.
 
 pub mod auth;
+pub mod binary;
 pub mod error;
 pub mod packet;
 pub mod resultset;

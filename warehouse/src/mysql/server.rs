@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{self, StoredCredential};
+use super::binary::{binary_rows, decode_param, Param};
 use super::error::MysqlError;
 use super::packet::{get_lenenc_bytes, get_nul_str, put_lenenc_int, PacketError, PacketStream};
 use super::resultset::{column_definition, text_rows};
@@ -58,6 +59,11 @@ const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_FIELD_LIST: u8 = 0x04;
 const COM_PING: u8 = 0x0e;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1a;
 const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// The connection state a handler sees and may change.
@@ -108,6 +114,24 @@ pub trait QueryHandler: Send + Sync + 'static {
     /// The columns of `table` in the current database (COM_FIELD_LIST, used by the mysql CLI's
     /// completion).
     async fn field_list(&self, session: &mut Session, table: &str) -> Result<SchemaRef, MysqlError>;
+
+    /// Checks a statement to be prepared and returns how many `?` parameters it has.
+    async fn prepare(&self, session: &mut Session, sql: &str) -> Result<usize, MysqlError>;
+
+    /// Runs a prepared statement with its parameters bound (results go out in the binary
+    /// protocol).
+    async fn execute(&self, session: &mut Session, sql: &str, params: &[Param]) -> Result<Response, MysqlError>;
+}
+
+/// A statement prepared on this connection.
+#[derive(Debug)]
+struct Prepared {
+    sql: String,
+    params: usize,
+    /// Parameter types (type, unsigned) from the last execute that bound them.
+    types: Vec<(u8, bool)>,
+    /// COM_STMT_SEND_LONG_DATA chunks, by parameter.
+    long_data: std::collections::HashMap<u16, Vec<u8>>,
 }
 
 /// Settings of the protocol layer.
@@ -269,6 +293,8 @@ where
     }
     packets.send(&ok_packet(0x00, 0, 0, "")).await?;
 
+    let mut statements: std::collections::HashMap<u32, Prepared> = std::collections::HashMap::new();
+    let mut next_statement = 1u32;
     loop {
         packets.reset_sequence();
         let Some(mut command) = packets.read().await? else { return Ok(()) };
@@ -308,6 +334,75 @@ where
                     Err(e) => Err(e),
                 }
             }
+            COM_STMT_PREPARE => {
+                let sql = String::from_utf8_lossy(&command).into_owned();
+                match handler.prepare(&mut session, &sql).await {
+                    Ok(params) => {
+                        let id = next_statement;
+                        next_statement = next_statement.wrapping_add(1).max(1);
+                        statements
+                            .insert(id, Prepared { sql, params, types: Vec::new(), long_data: Default::default() });
+                        let mut out = BytesMut::new();
+                        out.put_u8(0);
+                        out.put_u32_le(id);
+                        out.put_u16_le(0); // result columns are announced by each execute
+                        out.put_u16_le(params as u16);
+                        out.put_u8(0);
+                        out.put_u16_le(0);
+                        packets.queue(&out);
+                        if params > 0 {
+                            let placeholder = arrow_schema::Field::new("?", arrow_schema::DataType::Utf8, true);
+                            for _ in 0..params {
+                                let mut def = BytesMut::new();
+                                column_definition(&mut def, "", "", &placeholder);
+                                packets.queue(&def);
+                            }
+                            if !deprecate_eof {
+                                packets.queue(&eof_packet());
+                            }
+                        }
+                        packets.flush().await?;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            COM_STMT_EXECUTE => match execute(&mut command, &mut statements) {
+                Ok((sql, params)) => match handler.execute(&mut session, &sql, &params).await {
+                    Ok(Response::Rows { schema, table, batches }) => {
+                        write_rows(&mut packets, &session, &schema, &table, batches, deprecate_eof, true).await?;
+                        continue;
+                    }
+                    other => other.map(Some),
+                },
+                Err(e) => Err(e),
+            },
+            COM_STMT_SEND_LONG_DATA => {
+                if command.remaining() >= 6 {
+                    let id = command.get_u32_le();
+                    let param = command.get_u16_le();
+                    if let Some(s) = statements.get_mut(&id) {
+                        s.long_data.entry(param).or_default().extend_from_slice(&command);
+                    }
+                }
+                continue; // no response, by protocol
+            }
+            COM_STMT_CLOSE => {
+                if command.remaining() >= 4 {
+                    statements.remove(&command.get_u32_le());
+                }
+                continue; // no response, by protocol
+            }
+            COM_STMT_RESET => {
+                let id = if command.remaining() >= 4 { command.get_u32_le() } else { 0 };
+                match statements.get_mut(&id) {
+                    Some(s) => {
+                        s.long_data.clear();
+                        Ok(None)
+                    }
+                    None => Err(MysqlError::unknown_statement(id)),
+                }
+            }
             other => Err(MysqlError::unknown_command(other)),
         };
         match result {
@@ -316,20 +411,63 @@ where
                 packets.send(&ok_packet(0x00, affected_rows, last_insert_id, &info)).await?
             }
             Ok(Some(Response::Rows { schema, table, batches })) => {
-                write_result_set(&mut packets, &session, &schema, &table, batches, deprecate_eof).await?
+                write_rows(&mut packets, &session, &schema, &table, batches, deprecate_eof, false).await?
             }
             Err(e) => packets.send(&err_packet(&e)).await?,
         }
     }
 }
 
-async fn write_result_set<S: AsyncRead + AsyncWrite + Unpin>(
+/// Parses COM_STMT_EXECUTE: the statement and its bound parameters.
+fn execute(
+    command: &mut Bytes,
+    statements: &mut std::collections::HashMap<u32, Prepared>,
+) -> Result<(String, Vec<Param>), MysqlError> {
+    if command.remaining() < 9 {
+        return Err(MysqlError::wrong_arguments("malformed COM_STMT_EXECUTE"));
+    }
+    let id = command.get_u32_le();
+    let _flags = command.get_u8();
+    let _iterations = command.get_u32_le();
+    let s = statements.get_mut(&id).ok_or(MysqlError::unknown_statement(id))?;
+    let mut params = Vec::with_capacity(s.params);
+    if s.params > 0 {
+        let bitmap_len = s.params.div_ceil(8);
+        if command.remaining() < bitmap_len + 1 {
+            return Err(MysqlError::wrong_arguments("malformed COM_STMT_EXECUTE: missing NULL bitmap"));
+        }
+        let bitmap = command.split_to(bitmap_len);
+        let rebound = command.get_u8() == 1;
+        if rebound {
+            if command.remaining() < 2 * s.params {
+                return Err(MysqlError::wrong_arguments("malformed COM_STMT_EXECUTE: missing parameter types"));
+            }
+            s.types = (0..s.params).map(|_| (command.get_u8(), command.get_u8() & 0x80 != 0)).collect();
+        }
+        if s.types.len() != s.params {
+            return Err(MysqlError::wrong_arguments("COM_STMT_EXECUTE without parameter types"));
+        }
+        for (i, (ty, unsigned)) in s.types.iter().enumerate() {
+            if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                params.push(Param::Null);
+            } else if let Some(data) = s.long_data.remove(&(i as u16)) {
+                params.push(Param::Bytes(data));
+            } else {
+                params.push(decode_param(command, *ty, *unsigned)?);
+            }
+        }
+    }
+    Ok((s.sql.clone(), params))
+}
+
+async fn write_rows<S: AsyncRead + AsyncWrite + Unpin>(
     packets: &mut PacketStream<S>,
     session: &Session,
     schema: &SchemaRef,
     table: &str,
     mut batches: BoxStream<'static, Result<RecordBatch, MysqlError>>,
     deprecate_eof: bool,
+    binary: bool,
 ) -> Result<(), PacketError> {
     let mut count = BytesMut::new();
     put_lenenc_int(&mut count, schema.fields().len() as u64);
@@ -346,7 +484,11 @@ async fn write_result_set<S: AsyncRead + AsyncWrite + Unpin>(
     while let Some(batch) = batches.next().await {
         match batch {
             Ok(batch) => {
-                text_rows(&batch, |row| packets.queue(row));
+                if binary {
+                    binary_rows(&batch, |row| packets.queue(row));
+                } else {
+                    text_rows(&batch, |row| packets.queue(row));
+                }
                 if packets.queued() >= FLUSH_BYTES {
                     packets.flush().await?;
                 }
