@@ -1,5 +1,7 @@
 //! The query node: MySQL protocol, SQL on Apache DataFusion, columnar tables in object storage.
 //!
 //! - [`mysql`]: the MySQL wire protocol, depending only on a query-handler trait.
+//! - [`engine`]: the SQL engine (DataFusion) behind that trait.
 
+pub mod engine;
 pub mod mysql;
