@@ -41,6 +41,7 @@ automq_storage::store_tests!(
     concurrent_submissions_are_group_committed,
     a_rejected_submission_leaves_the_rest_of_its_group_committed,
     a_second_catalog_is_fenced_and_fails_until_reopened,
+    refresh_follows_another_writer_and_recovers_from_fencing,
 );
 
 const START_MS: u64 = 1_700_000_000_000;
@@ -501,6 +502,50 @@ async fn a_second_catalog_is_fenced_and_fails_until_reopened(store: SharedStore)
     let fresh = Catalog::open(store, catalog_config(1000), clock).await.unwrap();
     assert_eq!(fresh.state().kv["owner"], "b");
     assert_eq!(*fresh.state(), *b.state());
+}
+
+async fn refresh_follows_another_writer_and_recovers_from_fencing(store: SharedStore) {
+    let (manual, clock) = manual_clock();
+    let (counted_store, metrics) = counted(store.clone());
+    let a = Catalog::open(store.clone(), catalog_config(3), clock.clone()).await.unwrap();
+    let b = Catalog::open(counted_store, catalog_config(1000), clock.clone()).await.unwrap();
+    assert!(!b.refresh().await.unwrap(), "nothing new yet");
+    let total = |m: &ObjectStoreMetrics| {
+        ["get", "get_range", "put", "put_if_absent", "head", "delete", "list"]
+            .iter()
+            .map(|op| m.request_count(op))
+            .sum::<u64>()
+    };
+    let (before, heads) = (total(&metrics), metrics.request_count("head"));
+    assert!(!b.refresh().await.unwrap());
+    assert_eq!(
+        (total(&metrics) - before, metrics.request_count("head") - heads),
+        (1, 1),
+        "an idle refresh is one HEAD"
+    );
+
+    a.submit(vec![kv("x", "1")]).await.unwrap();
+    a.submit(vec![kv("y", "2")]).await.unwrap();
+    assert!(b.refresh().await.unwrap());
+    assert_eq!(*b.state(), *a.state());
+
+    // B writes on top of what it follows; A, now behind, is fenced, then refreshes and goes on.
+    assert_eq!(b.submit(vec![kv("x", "b")]).await.unwrap(), 3);
+    assert_err!(a.submit(vec![kv("z", "a")]).await, Error::Fenced(_));
+    assert_err!(a.submit(vec![kv("z", "a")]).await, Error::Failed(_));
+    assert!(a.refresh().await.unwrap());
+    assert_eq!(a.state().kv["x"], "b");
+    assert_eq!(a.submit(vec![kv("z", "a")]).await.unwrap(), 4);
+    // A snapshots every 3 entries; idle past the lease, B still converges (from the snapshot).
+    for i in 0..6 {
+        a.submit(vec![kv("n", &i.to_string())]).await.unwrap();
+    }
+    manual.advance_ms(GRACE_MS + LEASE_MS);
+    a.submit(vec![kv("n", "last")]).await.unwrap();
+    assert!(b.refresh().await.unwrap());
+    assert_eq!(*b.state(), *a.state());
+    let fresh = Catalog::open(store, catalog_config(1000), clock).await.unwrap();
+    assert_eq!(*fresh.state(), *a.state());
 }
 
 /// A damaged newest snapshot with the log below it truncated must stop the open, not yield an

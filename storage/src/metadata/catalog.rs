@@ -54,6 +54,12 @@ pub struct Catalog {
 }
 
 fn replay(recovered: Recovered) -> Result<CatalogState> {
+    replay_onto(CatalogState::default(), recovered)
+}
+
+/// Applies what the log returned to `base` (the state at the reader's old position), or to the
+/// snapshot it returned.
+fn replay_onto(base: CatalogState, recovered: Recovered) -> Result<CatalogState> {
     let mut state = match recovered.snapshot {
         Some((seq, bytes)) => {
             let mut s: CatalogState = serde_json::from_slice(&bytes)
@@ -61,7 +67,7 @@ fn replay(recovered: Recovered) -> Result<CatalogState> {
             s.applied_seq = seq;
             s
         }
-        None => CatalogState::default(),
+        None => base,
     };
     for (seq, payload) in recovered.entries {
         let records: Vec<CatalogRecord> = serde_json::from_slice(&payload)
@@ -218,6 +224,26 @@ impl Catalog {
             }
             Err(e) => tracing::warn!(error = %e, "catalog snapshot failed; will retry"),
         }
+    }
+
+    /// Follows other writers of the same log: reads the entries they appended since our
+    /// position and publishes the state after them. Costs one HEAD when there is nothing new.
+    /// Also recovers from a failed append (fenced, or ambiguous): the state is re-read from the
+    /// log, so it matches the log again and writes are accepted. Returns whether anything
+    /// changed.
+    pub async fn refresh(&self) -> Result<bool> {
+        let mut writer = self.writer.lock().await;
+        let failed = self.failed.lock().is_some();
+        if !failed && !writer.log.poll_new().await? {
+            return Ok(false);
+        }
+        let recovered = writer.log.catch_up().await?;
+        let changed = recovered.snapshot.is_some() || !recovered.entries.is_empty();
+        writer.entries_since_snapshot += recovered.entries.len() as u64;
+        let state = replay_onto((*self.state()).clone(), recovered)?;
+        *self.state.lock() = Arc::new(state);
+        *self.failed.lock() = None;
+        Ok(changed || failed)
     }
 
     /// Writes a snapshot now (tests, shutdown).

@@ -250,7 +250,11 @@ impl MetadataLog {
                         seq = snapshot.0 + 1;
                         recovered = Recovered { snapshot: Some(snapshot), entries: Vec::new() };
                     }
-                    None => break,
+                    None => {
+                        // The end of the log as of `started`: our position is confirmed.
+                        self.confirmed_ms = self.confirmed_ms.max(started);
+                        break;
+                    }
                 },
                 Err(e) => return Err(e),
             }
@@ -258,6 +262,22 @@ impl MetadataLog {
         self.next_seq = seq;
         self.fenced = false;
         Ok(recovered)
+    }
+
+    /// Whether another writer may have appended since our position: true if the entry at our
+    /// position exists, or if we have not confirmed our position within the lease (then only
+    /// [`Self::catch_up`] can tell). One HEAD; an absent entry confirms our position.
+    pub async fn poll_new(&mut self) -> Result<bool> {
+        let started = self.clock.now_ms();
+        if self.fenced || started.saturating_sub(self.confirmed_ms) > self.config.lease.as_millis() as u64 {
+            return Ok(true);
+        }
+        if self.store.head(&self.entry_key(self.next_seq)).await?.is_some() {
+            return Ok(true);
+        }
+        // Nothing at our position now, so no snapshot past it can be truncated for a grace.
+        self.confirmed_ms = started;
+        Ok(false)
     }
 
     /// The sequence number the next append will claim.
