@@ -2,6 +2,8 @@
 //!
 //! - [`mysql`]: the MySQL wire protocol, depending only on a query-handler trait.
 //! - [`engine`]: the SQL engine (DataFusion) behind that trait.
+//! - [`table`]: tables on object storage (catalog in a metadata log, Parquet segments).
 
 pub mod engine;
 pub mod mysql;
+pub mod table;

@@ -11,7 +11,7 @@ use automq_warehouse::engine::Engine;
 use automq_warehouse::mysql::server::{serve, ServerConfig, Session};
 
 async fn start() -> u16 {
-    let engine = Engine::new("");
+    let engine = Engine::in_memory("").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let ids = Arc::new(AtomicU32::new(1));

@@ -3,6 +3,7 @@
 use datafusion::error::DataFusionError;
 
 use crate::mysql::error::MysqlError;
+use crate::table::WhError;
 
 /// Maps an engine error to the MySQL error a client expects.
 pub(super) fn to_mysql(e: DataFusionError) -> MysqlError {
@@ -19,6 +20,10 @@ pub(super) fn to_mysql(e: DataFusionError) -> MysqlError {
             }
         }
         DataFusionError::NotImplemented(msg) => MysqlError::not_supported(msg.clone()),
+        DataFusionError::External(inner) => match inner.downcast_ref::<WhError>() {
+            Some(e) => super::wh_to_mysql(e),
+            None => MysqlError::internal(inner.to_string()),
+        },
         root => MysqlError::internal(root.to_string()),
     }
 }

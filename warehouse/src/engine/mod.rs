@@ -1,10 +1,13 @@
 //! The SQL engine behind the MySQL protocol: Apache DataFusion with MySQL's dialect, plus
-//! what DataFusion does not know about MySQL (databases, `USE`, `SHOW`, driver probes).
+//! what DataFusion does not know about MySQL (databases, `USE`, `SHOW`, driver probes) and
+//! StarRocks's table DDL. Tables are the warehouse's (see [`crate::table`]).
 //!
-//! Tables live in DataFusion's catalog `def` (MySQL's catalog name); each database is a schema.
+//! The catalog `def` (MySQL's catalog name) has one schema per database.
 
+mod catalog;
 mod errors;
 pub mod probes;
+mod show;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+use automq_storage::object_store::MemoryStore;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -24,6 +27,10 @@ use crate::mysql::auth::StoredCredential;
 use crate::mysql::binary::Param;
 use crate::mysql::error::MysqlError;
 use crate::mysql::server::{QueryHandler, Response, Session};
+use crate::table::ddl::{self, ColumnDef};
+use crate::table::{Warehouse, WarehouseConfig, WhError};
+
+pub use catalog::INFORMATION_SCHEMA;
 
 /// MySQL's catalog name, used as DataFusion's default catalog.
 pub const CATALOG: &str = "def";
@@ -32,6 +39,7 @@ pub const CATALOG: &str = "def";
 pub struct Engine {
     ctx: SessionContext,
     users: RwLock<HashMap<String, StoredCredential>>,
+    warehouse: Arc<Warehouse>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -40,80 +48,262 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A warehouse error as the MySQL error a client expects.
+pub fn wh_to_mysql(e: &WhError) -> MysqlError {
+    match e {
+        WhError::UnknownDatabase(db) => MysqlError::unknown_database(db),
+        WhError::DatabaseExists(_) => MysqlError::new(1007, "HY000", e.to_string()),
+        WhError::UnknownTable(..) => MysqlError::no_such_table(e.to_string()),
+        WhError::TableExists(_) => MysqlError::new(1050, "42S01", e.to_string()),
+        WhError::Syntax(m) => MysqlError::syntax(m.clone()),
+        WhError::Unsupported(m) => MysqlError::not_supported(m.clone()),
+        WhError::Invalid(m) if m.starts_with("Column cannot be null") => MysqlError::new(1048, "23000", m.clone()),
+        WhError::Invalid(m) if m.starts_with("Unknown column") => MysqlError::new(1054, "42S22", m.clone()),
+        WhError::Invalid(m) if m.starts_with("Incorrect") => MysqlError::new(1103, "42000", m.clone()),
+        WhError::Invalid(m) => MysqlError::new(1105, "HY000", m.clone()),
+        WhError::Storage(m) | WhError::Internal(m) => MysqlError::internal(m.clone()),
+    }
+}
+
+fn wh(e: WhError) -> MysqlError {
+    wh_to_mysql(&e)
+}
+
+/// An identifier as written: backquoted ones keep their case, others are lowercased.
+fn ident(word: &str) -> String {
+    let w = word.trim_end_matches(';');
+    match w.strip_prefix('`').and_then(|x| x.strip_suffix('`')) {
+        Some(q) => q.replace("``", "`"),
+        None => w.to_ascii_lowercase(),
+    }
+}
+
+/// `db.table` or `table` (with the session's database).
+fn qualified(word: &str, session: &Session) -> Result<(String, String), MysqlError> {
+    let w = word.trim_end_matches(';');
+    // Split on a dot outside backquotes.
+    let mut quoted = false;
+    let split = w.char_indices().find(|&(_, c)| {
+        if c == '`' {
+            quoted = !quoted;
+        }
+        c == '.' && !quoted
+    });
+    match split {
+        Some((i, _)) => Ok((ident(&w[..i]), ident(&w[i + 1..]))),
+        None => Ok((session.database.clone().ok_or_else(MysqlError::no_database_selected)?, ident(w))),
+    }
+}
+
+/// The SQL type a column of Arrow type `dt` gets in `CREATE TABLE ... AS SELECT`.
+fn sql_type_of(dt: &DataType) -> Result<String, MysqlError> {
+    Ok(match dt {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::UInt8 => "tinyint unsigned".into(),
+        DataType::UInt16 => "smallint unsigned".into(),
+        DataType::UInt32 => "int unsigned".into(),
+        DataType::UInt64 => "bigint unsigned".into(),
+        DataType::Float16 | DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({},{})", (*p).min(38), s.max(&0)),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "varbinary".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(..) => "datetime".into(),
+        DataType::Null => "varchar".into(),
+        other => return Err(MysqlError::not_supported(format!("cannot store a column of type {other} in a table"))),
+    })
+}
+
 impl Engine {
-    /// An engine with user `root` (password `root_password`, empty allowed).
-    pub fn new(root_password: &str) -> Arc<Self> {
+    /// An engine over `warehouse`, with user `root` (password `root_password`, empty allowed).
+    pub fn new(warehouse: Arc<Warehouse>, root_password: &str) -> Arc<Self> {
         // No default catalog of DataFusion's own: every state built from this config would
         // create a fresh, empty `def` catalog and replace ours in the shared catalog list.
         let config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG, "information_schema")
+            .with_information_schema(false)
+            .with_default_catalog_and_schema(CATALOG, INFORMATION_SCHEMA)
             .set_str("datafusion.sql_parser.dialect", "MySQL");
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         let ctx = SessionContext::new_with_state(state);
-        let catalog = Arc::new(MemoryCatalogProvider::new());
-        ctx.register_catalog(CATALOG, catalog);
+        ctx.register_catalog(CATALOG, Arc::new(catalog::WarehouseCatalog { warehouse: warehouse.clone() }));
         let users = HashMap::from([("root".to_string(), StoredCredential::from_password(root_password))]);
-        Arc::new(Engine { ctx, users: RwLock::new(users) })
+        Arc::new(Engine { ctx, users: RwLock::new(users), warehouse })
     }
 
-    fn catalog(&self) -> Arc<dyn CatalogProvider> {
-        self.ctx.catalog(CATALOG).unwrap_or_else(|| Arc::new(MemoryCatalogProvider::new()))
+    /// An engine on a private in-memory bucket (tests, examples).
+    pub async fn in_memory(root_password: &str) -> Result<Arc<Self>, WhError> {
+        let warehouse =
+            Warehouse::open(Arc::new(MemoryStore::new()), WarehouseConfig::default(), automq_storage::clock::system())
+                .await?;
+        Ok(Engine::new(warehouse, root_password))
+    }
+
+    pub fn warehouse(&self) -> &Arc<Warehouse> {
+        &self.warehouse
     }
 
     fn databases(&self) -> Vec<String> {
-        let mut names = self.catalog().schema_names();
-        names.push("information_schema".to_string());
+        let mut names = self.warehouse.databases();
+        names.push(INFORMATION_SCHEMA.to_string());
         names.sort();
         names.dedup();
         names
     }
 
     fn database_exists(&self, name: &str) -> bool {
-        name.eq_ignore_ascii_case("information_schema") || self.catalog().schema(name).is_some()
+        name.eq_ignore_ascii_case(INFORMATION_SCHEMA) || self.warehouse.database_exists(name)
     }
 
     /// A session context whose default schema is the session's database.
     fn session_context(&self, session: &Session) -> SessionContext {
         let state = self.ctx.state();
-        let schema = session.database.clone().unwrap_or_else(|| "information_schema".to_string());
+        let schema = session.database.clone().unwrap_or_else(|| INFORMATION_SCHEMA.to_string());
         let config = state.config().clone().with_default_catalog_and_schema(CATALOG, &schema);
         SessionContext::new_with_state(SessionStateBuilder::new_from_existing(state).with_config(config).build())
     }
 
-    fn create_database(&self, name: &str, if_not_exists: bool) -> Result<Response, MysqlError> {
-        if self.database_exists(name) {
-            return if if_not_exists {
-                Ok(Response::ok())
-            } else {
-                Err(MysqlError::new(1007, "HY000", format!("Can't create database '{name}'; database exists")))
-            };
+    async fn create_database(&self, name: &str, if_not_exists: bool) -> Result<Response, MysqlError> {
+        if name.eq_ignore_ascii_case(INFORMATION_SCHEMA) {
+            return Err(MysqlError::new(1007, "HY000", format!("Can't create database '{name}'; database exists")));
         }
-        self.catalog()
-            .register_schema(name, Arc::new(MemorySchemaProvider::new()))
-            .map_err(|e| MysqlError::internal(e.to_string()))?;
-        Ok(Response::Ok { affected_rows: 1, last_insert_id: 0, info: String::new() })
+        let created = self.warehouse.create_database(name, if_not_exists).await.map_err(wh)?;
+        Ok(Response::Ok { affected_rows: created as u64, last_insert_id: 0, info: String::new() })
     }
 
-    fn drop_database(&self, name: &str, if_exists: bool) -> Result<Response, MysqlError> {
-        if self.catalog().schema(name).is_none() {
-            return if if_exists {
-                Ok(Response::ok())
-            } else {
+    async fn drop_database(&self, name: &str, if_exists: bool) -> Result<Response, MysqlError> {
+        if name.eq_ignore_ascii_case(INFORMATION_SCHEMA) {
+            return Err(MysqlError::new(1044, "42000", format!("Access denied to database '{name}'")));
+        }
+        match self.warehouse.drop_database(name, if_exists).await {
+            Ok(_) => Ok(Response::ok()),
+            Err(WhError::UnknownDatabase(_)) => {
                 Err(MysqlError::new(1008, "HY000", format!("Can't drop database '{name}'; database doesn't exist")))
-            };
+            }
+            Err(e) => Err(wh(e)),
         }
-        self.catalog().deregister_schema(name, true).map_err(|e| MysqlError::internal(e.to_string()))?;
-        Ok(Response::ok())
     }
 
-    fn show_tables(&self, session: &Session) -> Result<Response, MysqlError> {
-        let db = session.database.clone().ok_or_else(MysqlError::no_database_selected)?;
-        let schema = self.catalog().schema(&db).ok_or_else(|| MysqlError::unknown_database(&db))?;
-        let mut names = schema.table_names();
+    fn show_tables(&self, db: Option<String>, full: bool, like: Option<&str>) -> Result<Response, MysqlError> {
+        let db = db.ok_or_else(MysqlError::no_database_selected)?;
+        let mut names = if db.eq_ignore_ascii_case(INFORMATION_SCHEMA) {
+            vec![
+                "columns".into(),
+                "key_column_usage".into(),
+                "schemata".into(),
+                "statistics".into(),
+                "tables".into(),
+                "views".into(),
+            ]
+        } else {
+            self.warehouse.tables(&db).map_err(wh)?
+        };
+        names.retain(|n| like.is_none_or(|p| probes::like(n, p)));
         names.sort();
-        Ok(rows(&[&format!("Tables_in_{db}")], names.into_iter().map(|n| vec![n]).collect()))
+        let header = format!("Tables_in_{db}");
+        if full {
+            Ok(rows(&[&header, "Table_type"], names.into_iter().map(|n| vec![n, "BASE TABLE".into()]).collect()))
+        } else {
+            Ok(rows(&[&header], names.into_iter().map(|n| vec![n]).collect()))
+        }
+    }
+
+    fn table_meta(&self, db: &str, name: &str) -> Result<Arc<crate::table::TableMeta>, MysqlError> {
+        if !self.database_exists(db) {
+            return Err(MysqlError::unknown_database(db));
+        }
+        self.warehouse
+            .table(db, name)
+            .ok_or_else(|| MysqlError::no_such_table(format!("Table '{db}.{name}' doesn't exist")))
+    }
+
+    async fn create_table(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
+        let parsed = match ddl::parse_create_table(sql).map_err(|e| wh(e.into()))? {
+            Some(p) => p,
+            None => return Err(MysqlError::not_supported("only CREATE TABLE and CREATE DATABASE are supported")),
+        };
+        let db = match parsed.database.clone().or_else(|| session.database.clone()) {
+            Some(db) => db,
+            None => return Err(MysqlError::no_database_selected()),
+        };
+        let Some(query) = parsed.as_query.clone() else {
+            let created =
+                self.warehouse.create_table(&db, &parsed.name, parsed.def, parsed.if_not_exists).await.map_err(wh)?;
+            return Ok(Response::Ok {
+                affected_rows: 0,
+                last_insert_id: 0,
+                info: if created { String::new() } else { "table exists".into() },
+            });
+        };
+        // CREATE TABLE ... AS SELECT: the query's columns (unless declared) and its rows.
+        let ctx = self.session_context(session);
+        let df = ctx.sql(&query).await.map_err(errors::to_mysql)?;
+        let result_schema = df.schema().as_arrow().clone();
+        let mut def = parsed.def.clone();
+        if def.columns.is_empty() {
+            def.columns = result_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    Ok(ColumnDef {
+                        name: f.name().clone(),
+                        sql_type: sql_type_of(f.data_type())?,
+                        nullable: true,
+                        default: None,
+                        comment: String::new(),
+                    })
+                })
+                .collect::<Result<_, MysqlError>>()?;
+        }
+        let created =
+            self.warehouse.create_table(&db, &parsed.name, def.clone(), parsed.if_not_exists).await.map_err(wh)?;
+        if !created {
+            return Ok(Response::ok());
+        }
+        let batches = df.collect().await.map_err(errors::to_mysql)?;
+        let meta = self.table_meta(&db, &parsed.name)?;
+        let target = meta.schema();
+        let cast = batches
+            .iter()
+            .map(|b| {
+                let columns = (0..target.fields().len())
+                    .map(|i| {
+                        let column = b
+                            .columns()
+                            .get(i)
+                            .ok_or_else(|| MysqlError::new(1136, "21S01", "Column count doesn't match value count"))?;
+                        datafusion::arrow::compute::cast(column, target.field(i).data_type())
+                            .map_err(|e| MysqlError::internal(e.to_string()))
+                    })
+                    .collect::<Result<Vec<ArrayRef>, MysqlError>>()?;
+                RecordBatch::try_new(target.clone(), columns).map_err(|e| MysqlError::internal(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = self.warehouse.write(&db, &meta.name, crate::table::Write::Insert(cast)).await.map_err(wh)?;
+        Ok(Response::Ok { affected_rows: n, last_insert_id: 0, info: String::new() })
+    }
+
+    async fn drop_tables(&self, session: &Session, names: &[String], if_exists: bool) -> Result<Response, MysqlError> {
+        for word in names {
+            for part in word.split(',').filter(|p| !p.is_empty()) {
+                let (db, name) = qualified(part, session)?;
+                if !self.database_exists(&db) {
+                    return Err(MysqlError::unknown_database(&db));
+                }
+                match self.warehouse.drop_table(&db, &name, if_exists).await {
+                    Err(WhError::UnknownTable(..)) => {
+                        return Err(MysqlError::new(1051, "42S02", format!("Unknown table '{db}.{name}'")))
+                    }
+                    other => other.map_err(wh)?,
+                };
+            }
+        }
+        Ok(Response::ok())
     }
 
     /// Runs SQL through DataFusion.
@@ -121,10 +311,10 @@ impl Engine {
         let ctx = self.session_context(session);
         // Classify before executing: DataFusion runs DDL eagerly and hands back an empty plan.
         let plan = ctx.state().create_logical_plan(sql).await.map_err(errors::to_mysql)?;
-        let is_change = matches!(
-            plan,
-            LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
-        );
+        if let LogicalPlan::Ddl(ddl) = &plan {
+            return Err(MysqlError::not_supported(format!("{} is not supported", ddl.name())));
+        }
+        let is_change = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_));
         let df = ctx.execute_logical_plan(plan).await.map_err(errors::to_mysql)?;
         // A result set needs at least one column; anything else is an OK.
         if is_change || df.schema().fields().is_empty() {
@@ -239,6 +429,9 @@ impl QueryHandler for Engine {
 
     async fn use_database(&self, session: &mut Session, database: &str) -> Result<(), MysqlError> {
         if !self.database_exists(database) {
+            self.warehouse.refresh().await.map_err(wh)?;
+        }
+        if !self.database_exists(database) {
             return Err(MysqlError::unknown_database(database));
         }
         session.database = Some(database.to_string());
@@ -250,21 +443,114 @@ impl QueryHandler for Engine {
         if let Some(answer) = probes::answer(sql, session) {
             return Ok(answer);
         }
+        self.warehouse.refresh_if_stale().await.map_err(wh)?;
         let w = words(sql);
         let w: Vec<&str> = w.iter().map(String::as_str).collect();
+        let orig: Vec<&str> = sql.trim().trim_end_matches(';').split_whitespace().collect();
+        let like = |i: usize| -> Option<String> {
+            (w.get(i) == Some(&"like"))
+                .then(|| orig.get(i + 1).map(|p| p.trim_matches(|c| c == '\'' || c == '"').to_string()))
+                .flatten()
+        };
         match w.as_slice() {
-            ["use", db] => {
-                self.use_database(session, db).await?;
+            ["use", _] => {
+                self.use_database(session, &ident(orig[1])).await?;
                 Ok(Response::ok())
             }
-            ["create", "database" | "schema", "if", "not", "exists", name] => self.create_database(name, true),
-            ["create", "database" | "schema", name, ..] => self.create_database(name, false),
-            ["drop", "database" | "schema", "if", "exists", name] => self.drop_database(name, true),
-            ["drop", "database" | "schema", name] => self.drop_database(name, false),
-            ["show", "databases" | "schemas"] => {
-                Ok(rows(&["Database"], self.databases().into_iter().map(|d| vec![d]).collect()))
+            ["create", "database" | "schema", "if", "not", "exists", _, ..] => {
+                self.create_database(&ident(orig[5]), true).await
             }
-            ["show", "tables"] | ["show", "full", "tables"] => self.show_tables(session),
+            ["create", "database" | "schema", _, ..] => self.create_database(&ident(orig[2]), false).await,
+            ["drop", "database" | "schema", "if", "exists", _] => self.drop_database(&ident(orig[4]), true).await,
+            ["drop", "database" | "schema", _] => self.drop_database(&ident(orig[2]), false).await,
+            ["create", "table", ..] | ["create", "external", "table", ..] | ["create", "temporary", "table", ..] => {
+                self.create_table(session, sql).await
+            }
+            ["drop", "table", "if", "exists", ..] => {
+                let names: Vec<String> =
+                    orig[4..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
+                self.drop_tables(session, &names, true).await
+            }
+            ["drop", "table", ..] => {
+                let names: Vec<String> =
+                    orig[2..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
+                self.drop_tables(session, &names, false).await
+            }
+            ["truncate", "table", _] | ["truncate", _] => {
+                let (db, name) = qualified(orig[orig.len() - 1], session)?;
+                let meta = self.table_meta(&db, &name)?;
+                let n = self.warehouse.write(&db, &meta.name, crate::table::Write::Truncate).await.map_err(wh)?;
+                Ok(Response::Ok { affected_rows: n, last_insert_id: 0, info: String::new() })
+            }
+            ["alter", "table", _, "compact", ..] => {
+                let (db, name) = qualified(orig[2], session)?;
+                let meta = self.table_meta(&db, &name)?;
+                self.warehouse.compact(&db, &meta.name, true).await.map_err(wh)?;
+                Ok(Response::ok())
+            }
+            ["show", "databases" | "schemas", ..] => {
+                let pattern = like(2);
+                let dbs =
+                    self.databases().into_iter().filter(|d| pattern.as_deref().is_none_or(|p| probes::like(d, p)));
+                Ok(rows(&["Database"], dbs.map(|d| vec![d]).collect()))
+            }
+            ["show", "tables", "from" | "in", _, ..] => {
+                self.show_tables(Some(ident(orig[3])), false, like(4).as_deref())
+            }
+            ["show", "full", "tables", "from" | "in", _, ..] => {
+                self.show_tables(Some(ident(orig[4])), true, like(5).as_deref())
+            }
+            ["show", "tables", ..] => self.show_tables(session.database.clone(), false, like(2).as_deref()),
+            ["show", "full", "tables", ..] => self.show_tables(session.database.clone(), true, like(3).as_deref()),
+            ["show", "create", "table", _] => {
+                let (db, name) = qualified(orig[3], session)?;
+                let meta = self.table_meta(&db, &name)?;
+                Ok(rows(&["Table", "Create Table"], vec![vec![meta.name.clone(), show::create_table(&meta)]]))
+            }
+            ["describe" | "desc" | "explain", _] => {
+                let (db, name) = qualified(orig[1], session)?;
+                let meta = self.table_meta(&db, &name)?;
+                let (names, r) = show::columns(&meta, false);
+                Ok(rows(&names, r))
+            }
+            ["show", "columns" | "fields", "from" | "in", _, ..]
+            | ["show", "full", "columns" | "fields", "from" | "in", _, ..] => {
+                let full = w[1] == "full";
+                let at = if full { 4 } else { 3 };
+                let (mut db, name) =
+                    qualified(orig[at], session).or_else(|_| Ok::<_, MysqlError>((String::new(), ident(orig[at]))))?;
+                if matches!(w.get(at + 1), Some(&"from") | Some(&"in")) {
+                    db = ident(orig.get(at + 2).copied().unwrap_or_default());
+                }
+                if db.is_empty() {
+                    return Err(MysqlError::no_database_selected());
+                }
+                let meta = self.table_meta(&db, &name)?;
+                let (names, mut r) = show::columns(&meta, full);
+                if let Some(p) = w.iter().position(|x| *x == "like").and_then(|i| like(i)) {
+                    r.retain(|row| probes::like(&row[0], &p));
+                }
+                Ok(rows(&names, r))
+            }
+            ["show", "table", "status", ..] => {
+                let db = session.database.clone().ok_or_else(MysqlError::no_database_selected)?;
+                let mut names = self.warehouse.tables(&db).map_err(wh)?;
+                names.sort();
+                let r = names
+                    .iter()
+                    .filter_map(|n| self.warehouse.table(&db, n))
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            "OLAP".into(),
+                            t.live_rows().to_string(),
+                            t.data_bytes().to_string(),
+                            t.def.comment.clone(),
+                        ]
+                    })
+                    .collect();
+                Ok(rows(&["Name", "Engine", "Rows", "Data_length", "Comment"], r))
+            }
             _ => self.run(session, &probes::substitute_session_values(sql, session)).await,
         }
     }
@@ -304,12 +590,12 @@ mod tests {
 
     #[tokio::test]
     async fn tables_survive_later_statements() {
-        let engine = Engine::new("");
+        let engine = Engine::in_memory("").await.unwrap();
         let mut s = Session::default();
         for sql in ["CREATE DATABASE shop", "USE shop", "CREATE TABLE t1 (id BIGINT)", "CREATE TABLE t2 (id BIGINT)"] {
             engine.query(&mut s, sql).await.unwrap();
         }
-        let mut names = engine.catalog().schema("shop").unwrap().table_names();
+        let mut names = engine.warehouse.tables("shop").unwrap();
         names.sort();
         assert_eq!(names, ["t1", "t2"]);
     }
