@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = REPO / "target" / "debug" / "automq-broker"
+# Cargo's target directory: $CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
+DEFAULT_BIN = (_TARGET if _TARGET.is_absolute() else REPO / _TARGET) / "debug" / "automq-broker"
 
 # The S3 test bucket and credentials that scripts/test.sh and e2e/run.sh give SeaweedFS.
 S3_BUCKET = "automq-test"
