@@ -8,7 +8,14 @@ use crate::table::WhError;
 /// Maps an engine error to the MySQL error a client expects.
 pub(super) fn to_mysql(e: DataFusionError) -> MysqlError {
     // Diagnostics and contexts wrap the error that says what happened.
-    match e.find_root() {
+    let root = e.find_root();
+    if let DataFusionError::ArrowError(inner, _) = root {
+        let msg = inner.to_string();
+        if msg.contains("non-nullable but contains null") {
+            return MysqlError::new(1048, "23000", format!("Column cannot be null: {msg}"));
+        }
+    }
+    match root {
         DataFusionError::SQL(e, _) => MysqlError::syntax(format!("You have an error in your SQL syntax: {e}")),
         DataFusionError::Plan(msg) => plan_error(msg),
         DataFusionError::SchemaError(e, _) => {

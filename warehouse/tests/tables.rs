@@ -1,0 +1,279 @@
+//! Warehouse tables through SQL, on memory, a local directory and a real S3 server (SeaweedFS):
+//! primary-key upserts and deletes against a reference model (before and after compaction and
+//! restart), a second node on the same bucket, conflicting writers, DDL and its errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automq_storage::object_store::SharedStore;
+use automq_warehouse::engine::Engine;
+use automq_warehouse::mysql::server::{QueryHandler, Response, Session};
+use automq_warehouse::table::{Warehouse, WarehouseConfig};
+use futures::TryStreamExt;
+use rand::{Rng, SeedableRng};
+
+automq_storage::store_tests!(
+    primary_key_upserts_and_deletes_match_a_reference,
+    a_second_node_sees_commits_and_both_can_write,
+    duplicate_tables_ddl_and_errors,
+);
+
+fn config() -> WarehouseConfig {
+    WarehouseConfig {
+        target_segment_rows: 200,
+        compact_min_segments: 4,
+        gc_grace: Duration::ZERO,
+        refresh_interval: Duration::ZERO,
+        ..WarehouseConfig::default()
+    }
+}
+
+async fn node(store: &SharedStore) -> Arc<Engine> {
+    let warehouse = Warehouse::open(store.clone(), config(), automq_storage::clock::system()).await.unwrap();
+    Engine::new(warehouse, "")
+}
+
+async fn exec(engine: &Engine, s: &mut Session, sql: &str) -> u64 {
+    match engine.query(s, sql).await {
+        Ok(Response::Ok { affected_rows, .. }) => affected_rows,
+        Ok(Response::Rows { .. }) => panic!("{sql}: expected OK, got rows"),
+        Err(e) => panic!("{sql}: {e:?}"),
+    }
+}
+
+async fn rows(engine: &Engine, s: &mut Session, sql: &str) -> Vec<Vec<String>> {
+    let Response::Rows { batches, .. } = engine.query(s, sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}")) else {
+        panic!("{sql}: expected rows")
+    };
+    let batches: Vec<_> = batches.try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                (0..b.num_columns())
+                    .map(|c| {
+                        if b.column(c).is_null(r) {
+                            "NULL".to_string()
+                        } else {
+                            arrow_cast::display::array_value_to_string(b.column(c), r).unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+async fn error_code(engine: &Engine, s: &mut Session, sql: &str) -> u16 {
+    match engine.query(s, sql).await {
+        Err(e) => e.code,
+        Ok(_) => panic!("{sql}: expected an error"),
+    }
+}
+
+fn session(db: &str) -> Session {
+    Session { database: Some(db.to_string()), ..Session::default() }
+}
+
+type Model = BTreeMap<i64, (String, i64)>;
+
+fn expected(model: &Model) -> Vec<Vec<String>> {
+    model.iter().map(|(k, (name, qty))| vec![k.to_string(), name.clone(), qty.to_string()]).collect()
+}
+
+async fn primary_key_upserts_and_deletes_match_a_reference(store: SharedStore) {
+    let engine = node(&store).await;
+    let mut s = Session::default();
+    exec(&engine, &mut s, "CREATE DATABASE shop").await;
+    let mut s = session("shop");
+    exec(
+        &engine,
+        &mut s,
+        "CREATE TABLE stock (id BIGINT NOT NULL, name VARCHAR(32), qty BIGINT) PRIMARY KEY(id) DISTRIBUTED BY HASH(id) BUCKETS 4 PROPERTIES(\"replication_num\" = \"1\")",
+    )
+    .await;
+    let mut model = Model::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..60 {
+        match rng.random_range(0..10) {
+            0..=5 => {
+                // A multi-row upsert, keys possibly repeated within the statement (last wins).
+                let values: Vec<String> = (0..rng.random_range(1..20))
+                    .map(|_| {
+                        let (k, q) = (rng.random_range(0..100i64), rng.random_range(-5..1000i64));
+                        let name = format!("item-{k}-{round}");
+                        model.insert(k, (name.clone(), q));
+                        format!("({k}, '{name}', {q})")
+                    })
+                    .collect();
+                let n = exec(&engine, &mut s, &format!("INSERT INTO stock VALUES {}", values.join(", "))).await;
+                assert_eq!(n, values.len() as u64 - dupes(&values));
+            }
+            6..=7 => {
+                let (lo, hi) = (rng.random_range(0..100i64), rng.random_range(0..10i64));
+                let n =
+                    exec(&engine, &mut s, &format!("DELETE FROM stock WHERE id >= {lo} AND id < {} ", lo + hi)).await;
+                let before = model.len();
+                model.retain(|k, _| !(*k >= lo && *k < lo + hi));
+                assert_eq!(n, (before - model.len()) as u64, "rows deleted");
+            }
+            8 => {
+                let cap = rng.random_range(0..1000i64);
+                let n =
+                    exec(&engine, &mut s, &format!("UPDATE stock SET qty = qty + 1, name = 'hot' WHERE qty > {cap}"))
+                        .await;
+                let mut hit = 0;
+                for v in model.values_mut().filter(|v| v.1 > cap) {
+                    *v = ("hot".into(), v.1 + 1);
+                    hit += 1;
+                }
+                assert_eq!(n, hit, "rows updated");
+            }
+            _ => {
+                exec(&engine, &mut s, "ALTER TABLE stock COMPACT").await;
+            }
+        }
+        if round % 10 == 9 {
+            assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, expected(&model));
+        }
+    }
+    let want = expected(&model);
+    assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, want);
+    assert_eq!(rows(&engine, &mut s, "SELECT count(*) FROM stock").await, vec![vec![model.len().to_string()]]);
+    // Pruning by segment statistics must not lose rows.
+    let probe = *model.keys().nth(model.len() / 2).unwrap();
+    assert_eq!(
+        rows(&engine, &mut s, &format!("SELECT id FROM stock WHERE id = {probe}")).await,
+        vec![vec![probe.to_string()]]
+    );
+
+    exec(&engine, &mut s, "ALTER TABLE stock COMPACT").await;
+    assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, want, "after compaction");
+    engine.warehouse().collect_garbage().await.unwrap();
+
+    // A node started afresh on the same bucket (nothing local) has every acknowledged change.
+    drop(engine);
+    let engine = node(&store).await;
+    let mut s = session("shop");
+    assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, want, "after restart");
+    // And goes on upserting correctly (its key index is rebuilt from the bucket).
+    let k = *model.keys().next().unwrap();
+    exec(&engine, &mut s, &format!("INSERT INTO stock VALUES ({k}, 'again', 1)")).await;
+    model.insert(k, ("again".into(), 1));
+    assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, expected(&model));
+    // Key columns cannot change, and NULL keys are refused.
+    assert_eq!(error_code(&engine, &mut s, "UPDATE stock SET id = 5 WHERE id = 1").await, 1235);
+    let e = engine.query(&mut s, "INSERT INTO stock VALUES (NULL, 'x', 1)").await.err().unwrap();
+    assert_eq!(e.code, 1048, "{e:?}");
+}
+
+fn dupes(values: &[String]) -> u64 {
+    let keys: Vec<&str> = values.iter().map(|v| v[1..].split(',').next().unwrap()).collect();
+    let unique: std::collections::HashSet<_> = keys.iter().collect();
+    (keys.len() - unique.len()) as u64
+}
+
+async fn a_second_node_sees_commits_and_both_can_write(store: SharedStore) {
+    let a = node(&store).await;
+    let b = node(&store).await;
+    let mut sa = Session::default();
+    exec(&a, &mut sa, "CREATE DATABASE d").await;
+    let mut sa = session("d");
+    exec(&a, &mut sa, "CREATE TABLE t (k INT PRIMARY KEY, v VARCHAR(10))").await;
+    exec(&a, &mut sa, "INSERT INTO t VALUES (1, 'a1'), (2, 'a2')").await;
+
+    let mut sb = Session::default();
+    exec(&b, &mut sb, "USE d").await;
+    assert_eq!(rows(&b, &mut sb, "SELECT k, v FROM t ORDER BY k").await, [["1", "a1"], ["2", "a2"]]);
+    // B was behind when A wrote; its write lands on top, and A sees it.
+    exec(&b, &mut sb, "INSERT INTO t VALUES (2, 'b2'), (3, 'b3')").await;
+    exec(&a, &mut sa, "INSERT INTO t VALUES (4, 'a4')").await;
+    assert_eq!(
+        rows(&a, &mut sa, "SELECT k, v FROM t ORDER BY k").await,
+        [["1", "a1"], ["2", "b2"], ["3", "b3"], ["4", "a4"]]
+    );
+
+    // Concurrent writers on both nodes: every acknowledged row is there once.
+    let mut tasks = Vec::new();
+    for (i, engine) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut s = session("d");
+            for j in 0..5 {
+                let k = 100 + i * 10 + j;
+                exec(&engine, &mut s, &format!("INSERT INTO t VALUES ({k}, 'w{i}')")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    b.warehouse().refresh().await.unwrap();
+    let got = rows(&b, &mut sb, "SELECT count(*), count(DISTINCT k) FROM t WHERE k >= 100").await;
+    assert_eq!(got, [["20", "20"]]);
+    let fresh = node(&store).await;
+    let mut s = session("d");
+    assert_eq!(rows(&fresh, &mut s, "SELECT count(*) FROM t").await, [["24"]]);
+}
+
+async fn duplicate_tables_ddl_and_errors(store: SharedStore) {
+    let engine = node(&store).await;
+    let mut s = Session::default();
+    assert_eq!(error_code(&engine, &mut s, "CREATE TABLE t (a INT)").await, 1046);
+    exec(&engine, &mut s, "CREATE DATABASE IF NOT EXISTS d").await;
+    assert_eq!(error_code(&engine, &mut s, "CREATE DATABASE d").await, 1007);
+    assert_eq!(error_code(&engine, &mut s, "USE nope").await, 1049);
+    let mut s = session("d");
+    exec(
+        &engine,
+        &mut s,
+        "CREATE TABLE ev (ts DATETIME, kind VARCHAR(8), amount DECIMAL(10,2) DEFAULT '1.50') DUPLICATE KEY(ts)",
+    )
+    .await;
+    assert_eq!(error_code(&engine, &mut s, "CREATE TABLE ev (a INT)").await, 1050);
+    exec(&engine, &mut s, "CREATE TABLE IF NOT EXISTS ev (a INT)").await;
+    assert_eq!(error_code(&engine, &mut s, "CREATE TABLE bad (a INT) AGGREGATE KEY(a)").await, 1235);
+    assert_eq!(error_code(&engine, &mut s, "CREATE TABLE bad (a INT,").await, 1064);
+    exec(
+        &engine,
+        &mut s,
+        "INSERT INTO ev VALUES ('2024-05-01 10:00:00', 'sale', 10.25), ('2024-05-01 10:00:00', 'sale', 10.25)",
+    )
+    .await;
+    exec(&engine, &mut s, "INSERT INTO ev (ts, kind) VALUES ('2024-05-02 09:30:00', 'refund')").await;
+    assert_eq!(
+        rows(&engine, &mut s, "SELECT kind, count(*), sum(amount) FROM ev GROUP BY kind ORDER BY kind").await,
+        [["refund", "1", "1.50"], ["sale", "2", "20.50"]],
+        "duplicate rows are kept; defaults apply"
+    );
+    assert_eq!(exec(&engine, &mut s, "DELETE FROM ev WHERE kind = 'sale'").await, 2);
+    assert_eq!(error_code(&engine, &mut s, "UPDATE ev SET kind = 'x'").await, 1235);
+    assert_eq!(error_code(&engine, &mut s, "SELECT * FROM missing").await, 1146);
+    assert_eq!(error_code(&engine, &mut s, "INSERT INTO ev VALUES (1, 2, 3, 4)").await, 1105);
+
+    let create = rows(&engine, &mut s, "SHOW CREATE TABLE ev").await;
+    assert!(create[0][1].contains("`amount` decimal(10,2) DEFAULT '1.50'"), "{}", create[0][1]);
+    assert!(create[0][1].contains("DUPLICATE KEY(`ts`)"), "{}", create[0][1]);
+    let desc = rows(&engine, &mut s, "DESCRIBE ev").await;
+    assert_eq!(desc[0][..4], ["ts".to_string(), "datetime".into(), "YES".into(), "DUP".into()]);
+    assert_eq!(
+        rows(&engine, &mut s, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'ev' ORDER BY ordinal_position").await,
+        [["ts", "datetime"], ["kind", "varchar"], ["amount", "decimal"]]
+    );
+    exec(&engine, &mut s, "CREATE TABLE ev2 AS SELECT kind, amount * 2 AS double_amount FROM ev").await;
+    assert_eq!(rows(&engine, &mut s, "SELECT kind, double_amount FROM ev2").await, [["refund", "3.00"]]);
+    assert_eq!(rows(&engine, &mut s, "SHOW TABLES").await, [["ev"], ["ev2"]]);
+    exec(&engine, &mut s, "TRUNCATE TABLE ev").await;
+    assert_eq!(rows(&engine, &mut s, "SELECT count(*) FROM ev").await, [["0"]]);
+    exec(&engine, &mut s, "DROP TABLE ev, ev2").await;
+    assert_eq!(error_code(&engine, &mut s, "DROP TABLE ev").await, 1051);
+    exec(&engine, &mut s, "DROP TABLE IF EXISTS ev").await;
+    engine.warehouse().collect_garbage().await.unwrap();
+    exec(&engine, &mut s, "DROP DATABASE d").await;
+    assert_eq!(error_code(&engine, &mut s, "DROP DATABASE d").await, 1008);
+    let leftover = store.list("warehouse/data/").await.unwrap();
+    assert!(leftover.is_empty(), "dropped tables leave no data behind: {leftover:?}");
+}
