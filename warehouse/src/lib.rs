@@ -6,4 +6,5 @@
 
 pub mod engine;
 pub mod mysql;
+pub mod node;
 pub mod table;

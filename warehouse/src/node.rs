@@ -1,0 +1,339 @@
+//! A running query node: the MySQL listener, the HTTP side port (`/metrics`, `/healthz`,
+//! `/readyz`), background compaction and GC. Used by `automq-query-node` and `automq standalone`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use automq_storage::object_store::{self, StoreOptions};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::mysql::auth::StoredCredential;
+use crate::mysql::binary::Param;
+use crate::mysql::error::MysqlError;
+use crate::mysql::server::{serve, QueryHandler, Response, ServerConfig, Session};
+use crate::table::{Warehouse, WarehouseConfig};
+
+/// `automq-query-node` settings; every flag is also an `AUTOMQ_*` environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "automq-query-node", version, about = "MySQL-protocol query node over tables in object storage")]
+pub struct QueryNodeConfig {
+    /// Local directory: the object store by default (`DIR/objects`).
+    #[arg(long, env = "AUTOMQ_DATA_DIR", default_value = "automq-data")]
+    pub data_dir: PathBuf,
+    /// MySQL protocol listener.
+    #[arg(long, env = "AUTOMQ_MYSQL_LISTEN", default_value = "127.0.0.1:9030")]
+    pub mysql_listen: SocketAddr,
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "AUTOMQ_QUERY_HTTP_LISTEN", default_value = "127.0.0.1:8030")]
+    pub http_listen: SocketAddr,
+    /// Object store URL (`s3://bucket/prefix?endpoint=...&region=...`, `file:///path`);
+    /// default: the data directory.
+    #[arg(long, env = "AUTOMQ_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// This node's id (logs and metrics).
+    #[arg(long, env = "AUTOMQ_NODE_ID", default_value_t = 1)]
+    pub node_id: u32,
+    /// Password of the `root` user (empty by default, as a fresh StarRocks).
+    #[arg(long, env = "AUTOMQ_ROOT_PASSWORD", default_value = "", hide_env_values = true)]
+    pub root_password: String,
+    /// Memory for decoded hot segments, in MiB.
+    #[arg(long, env = "AUTOMQ_QUERY_CACHE_MB", default_value_t = 2048)]
+    pub cache_mb: usize,
+    /// Largest MySQL packet accepted (max_allowed_packet), in bytes.
+    #[arg(long, env = "AUTOMQ_MAX_ALLOWED_PACKET", default_value_t = 64 << 20)]
+    pub max_allowed_packet: usize,
+}
+
+impl QueryNodeConfig {
+    /// Defaults with the given directory and listeners (standalone, tests).
+    pub fn embedded(data_dir: impl Into<PathBuf>, mysql_listen: SocketAddr, http_listen: SocketAddr) -> Self {
+        let mut config = <QueryNodeConfig as clap::Parser>::parse_from(["automq-query-node"]);
+        config.data_dir = data_dir.into();
+        config.mysql_listen = mysql_listen;
+        config.http_listen = http_listen;
+        config
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("objects");
+            let abs = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", abs.display())
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    kind: String,
+    outcome: String,
+}
+
+/// Statement metrics, recorded around the engine.
+#[derive(Debug)]
+struct Metered {
+    engine: Arc<Engine>,
+    statements: Family<OutcomeLabel, Counter>,
+    latency: Family<KindLabel, Histogram>,
+    connections: Gauge,
+    connections_total: Counter,
+}
+
+fn statement_kind(sql: &str) -> String {
+    let word =
+        sql.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("").to_ascii_lowercase();
+    match word.as_str() {
+        "select" | "with" | "insert" | "update" | "delete" | "create" | "drop" | "show" | "set" | "use" | "alter"
+        | "truncate" | "describe" | "desc" => word,
+        _ => "other".into(),
+    }
+}
+
+impl Metered {
+    fn record(&self, sql: &str, started: Instant, ok: bool) {
+        let kind = statement_kind(sql);
+        let outcome = if ok { "ok" } else { "error" }.to_string();
+        self.statements.get_or_create(&OutcomeLabel { kind: kind.clone(), outcome }).inc();
+        self.latency.get_or_create(&KindLabel { kind }).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl QueryHandler for Metered {
+    async fn credential(&self, user: &str) -> Option<StoredCredential> {
+        self.engine.credential(user).await
+    }
+
+    async fn use_database(&self, session: &mut Session, database: &str) -> Result<(), MysqlError> {
+        self.engine.use_database(session, database).await
+    }
+
+    async fn query(&self, session: &mut Session, sql: &str) -> Result<Response, MysqlError> {
+        let started = Instant::now();
+        let result = self.engine.query(session, sql).await;
+        self.record(sql, started, result.is_ok());
+        result
+    }
+
+    async fn field_list(&self, session: &mut Session, table: &str) -> Result<SchemaRef, MysqlError> {
+        self.engine.field_list(session, table).await
+    }
+
+    async fn prepare(&self, session: &mut Session, sql: &str) -> Result<usize, MysqlError> {
+        self.engine.prepare(session, sql).await
+    }
+
+    async fn execute(&self, session: &mut Session, sql: &str, params: &[Param]) -> Result<Response, MysqlError> {
+        let started = Instant::now();
+        let result = self.engine.execute(session, sql, params).await;
+        self.record(sql, started, result.is_ok());
+        result
+    }
+}
+
+/// Table-layer counters and cache usage, read at scrape time.
+#[derive(Debug)]
+struct WarehouseCollector(Arc<Warehouse>);
+
+impl Collector for WarehouseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0.stats;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            ("warehouse_rows_written", "Rows committed to tables", get(&s.rows_written)),
+            ("warehouse_segments_written", "Parquet segments uploaded", get(&s.segments_written)),
+            ("warehouse_commits", "Table changes committed to the metadata log", get(&s.commits)),
+            ("warehouse_commit_conflicts", "Commits lost to another node (then retried)", get(&s.commit_conflicts)),
+            ("warehouse_compactions", "Compactions committed", get(&s.compactions)),
+            ("warehouse_objects_deleted", "Unreferenced objects deleted", get(&s.objects_deleted)),
+            ("warehouse_segment_cache_hits", "Segment reads served from memory", get(&s.cache_hits)),
+            ("warehouse_segment_cache_misses", "Segment reads that went to the object store", get(&s.cache_misses)),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let (entries, bytes) = self.0.cache_usage();
+        for (name, help, value) in [
+            ("warehouse_segment_cache_entries", "Decoded segments held in memory", entries as i64),
+            ("warehouse_segment_cache_bytes", "Memory held by decoded segments", bytes as i64),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+struct HttpState {
+    registry: parking_lot::Mutex<Registry>,
+    warehouse: Arc<Warehouse>,
+}
+
+/// A started query node.
+pub struct RunningQueryNode {
+    pub engine: Arc<Engine>,
+    pub mysql_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningQueryNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningQueryNode")
+            .field("mysql_addr", &self.mysql_addr)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+impl RunningQueryNode {
+    pub async fn start(config: QueryNodeConfig) -> anyhow::Result<Self> {
+        let mysql = TcpListener::bind(config.mysql_listen).await?;
+        let http = TcpListener::bind(config.http_listen).await?;
+        let mysql_addr = mysql.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let mut registry = Registry::with_prefix("automq");
+        let url = config.object_store_url();
+        let store = object_store::open(&url, &StoreOptions::default(), Some(registry.sub_registry_with_prefix("")))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open object store {url}: {e}"))?;
+        let warehouse_config = WarehouseConfig { cache_bytes: config.cache_mb << 20, ..WarehouseConfig::default() };
+        let warehouse = Warehouse::open(store, warehouse_config, automq_storage::clock::system())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;
+        let engine = Engine::new(warehouse.clone(), &config.root_password);
+        let metered = Arc::new(Metered {
+            engine: engine.clone(),
+            statements: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 18))),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+        });
+        registry.register("mysql_statements", "SQL statements by kind and outcome", metered.statements.clone());
+        registry.register("mysql_statement_seconds", "Statement latency by kind", metered.latency.clone());
+        registry.register("mysql_connections", "Open MySQL connections", metered.connections.clone());
+        registry.register(
+            "mysql_connections_accepted",
+            "MySQL connections accepted",
+            metered.connections_total.clone(),
+        );
+        registry.register_collector(Box::new(WarehouseCollector(warehouse.clone())));
+
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let server_config = ServerConfig { max_message: config.max_allowed_packet };
+        let node_id = config.node_id;
+        let mut accept_rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let ids = AtomicU32::new(node_id.wrapping_mul(1 << 20).wrapping_add(1));
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = mysql.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = accept_rx.changed() => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let session = Session {
+                    connection_id: ids.fetch_add(1, Ordering::Relaxed),
+                    client_host: peer.ip().to_string(),
+                    ..Session::default()
+                };
+                let handler = metered.clone();
+                let server_config = server_config.clone();
+                handler.connections.inc();
+                handler.connections_total.inc();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(stream, handler.clone(), session, &server_config).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    handler.connections.dec();
+                });
+            }
+        }));
+        let state = Arc::new(HttpState { registry: parking_lot::Mutex::new(registry), warehouse: warehouse.clone() });
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .with_state(state);
+        let mut http_rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+                let _ = http_rx.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        }));
+        let maintenance = warehouse.spawn_maintenance();
+        let mut maintenance_rx = rx;
+        tasks.push(tokio::spawn(async move {
+            let _ = maintenance_rx.changed().await;
+            maintenance.abort();
+        }));
+        tracing::info!(%mysql_addr, %http_addr, node_id, "query node listening");
+        Ok(RunningQueryNode { engine, mysql_addr, http_addr, shutdown, tasks })
+    }
+
+    /// Stops listening. Every acknowledged change is already in the object store.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry.lock()) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}
+
+async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    match state.warehouse.refresh().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog unreachable: {e}\n")),
+    }
+}
