@@ -2,14 +2,14 @@
 # Runs the real-client compatibility suite: installs the clients when missing, starts one
 # SeaweedFS on loopback for the S3 WAL variants (unless AUTOMQ_TEST_S3_ENDPOINT is already
 # set), and runs pytest with any arguments given (default: e2e/compat -q).
-# Expects the broker binary already built: cargo build -p automq-broker.
+# Expects the binaries already built: cargo build -p automq-broker -p automq-warehouse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- tools -----------------------------------------------------------------------------
-if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, snappy, lz4, zstandard, cramjam' 2>/dev/null; then
+if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, snappy, lz4, zstandard, cramjam, pymysql, sqlalchemy, duckdb, duckdb_extension_tpch' 2>/dev/null; then
     log "installing e2e/requirements.txt"
     python3 -m pip install --quiet -r e2e/requirements.txt
 fi
@@ -36,7 +36,7 @@ if [ -z "${AUTOMQ_TEST_S3_ENDPOINT:-}" ]; then
 fi
 
 # --- the suite -------------------------------------------------------------------------------
-if [ "$#" -eq 0 ]; then set -- e2e/compat -q; fi
+if [ "$#" -eq 0 ]; then set -- e2e/compat e2e/warehouse -q; fi
 status=0
 python3 -m pytest "$@" || status=$?
 exit "$status"

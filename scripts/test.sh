@@ -14,7 +14,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Real clients that tests drive (Kafka and MySQL client libraries, kcat, the mysql CLI).
-if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, pymysql, mysql.connector, sqlalchemy' 2>/dev/null; then
+if ! python3 -c 'import pytest, confluent_kafka, kafka, aiokafka, pymysql, mysql.connector, sqlalchemy, duckdb, duckdb_extension_tpch' 2>/dev/null; then
     log "installing e2e/requirements.txt"
     python3 -m pip install --quiet -r e2e/requirements.txt
 fi
@@ -45,6 +45,6 @@ cargo nextest run --workspace --locked --profile ci
 log "doc tests"
 cargo test --workspace --doc --locked
 log "real-client compatibility suite (e2e/compat: confluent-kafka, kafka-python, aiokafka, kcat)"
-cargo build --locked -p automq-broker
+cargo build --locked -p automq-broker -p automq-warehouse
 e2e/run.sh
 log "all tests passed"

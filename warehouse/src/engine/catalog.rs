@@ -16,6 +16,9 @@ use crate::table::{KeyModel, Warehouse};
 
 pub const INFORMATION_SCHEMA: &str = "information_schema";
 
+/// A table and the database it is in.
+type TableRow = (String, Arc<crate::table::TableMeta>);
+
 #[derive(Debug)]
 pub(super) struct WarehouseCatalog {
     pub(super) warehouse: Arc<Warehouse>,
@@ -139,7 +142,7 @@ impl InformationSchema {
                     chrono::DateTime::from_timestamp_millis(ms as i64)
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 };
-                let col = |f: &dyn Fn(&(String, Arc<crate::table::TableMeta>)) -> Option<String>| {
+                let col = |f: &dyn Fn(&TableRow) -> Option<String>| {
                     Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef
                 };
                 let batch = RecordBatch::try_new(

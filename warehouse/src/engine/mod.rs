@@ -6,6 +6,7 @@
 
 mod catalog;
 mod errors;
+mod insert;
 pub mod probes;
 mod show;
 
@@ -306,6 +307,27 @@ impl Engine {
         Ok(Response::ok())
     }
 
+    /// `INSERT ... VALUES` with literals only, without the planner.
+    async fn literal_insert(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
+        let Some(parsed) = insert::parse(sql) else { return self.run(session, sql).await };
+        let db = match parsed.database.clone().or_else(|| session.database.clone()) {
+            Some(db) => db,
+            None => return Err(MysqlError::no_database_selected()),
+        };
+        let meta = self.table_meta(&db, &parsed.table)?;
+        let batch = insert::to_batch(&parsed, &meta).map_err(|(code, msg)| {
+            let state = match code {
+                1048 => "23000",
+                1054 => "42S22",
+                1136 => "21S01",
+                _ => "HY000",
+            };
+            MysqlError::new(code, state, msg)
+        })?;
+        let n = self.warehouse.write(&db, &meta.name, crate::table::Write::Insert(vec![batch])).await.map_err(wh)?;
+        Ok(Response::Ok { affected_rows: n, last_insert_id: 0, info: String::new() })
+    }
+
     /// Runs SQL through DataFusion.
     async fn run(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
         let ctx = self.session_context(session);
@@ -476,6 +498,7 @@ impl QueryHandler for Engine {
                     orig[2..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
                 self.drop_tables(session, &names, false).await
             }
+            ["insert", "into", ..] if insert::parse(sql).is_some() => self.literal_insert(session, sql).await,
             ["truncate", "table", _] | ["truncate", _] => {
                 let (db, name) = qualified(orig[orig.len() - 1], session)?;
                 let meta = self.table_meta(&db, &name)?;
@@ -527,7 +550,7 @@ impl QueryHandler for Engine {
                 }
                 let meta = self.table_meta(&db, &name)?;
                 let (names, mut r) = show::columns(&meta, full);
-                if let Some(p) = w.iter().position(|x| *x == "like").and_then(|i| like(i)) {
+                if let Some(p) = w.iter().position(|x| *x == "like").and_then(like) {
                     r.retain(|row| probes::like(&row[0], &p));
                 }
                 Ok(rows(&names, r))

@@ -412,10 +412,8 @@ pub fn validate(def: &mut TableDef) -> R<()> {
 }
 
 fn parse_element(p: &mut Parser, def: &mut TableDef, inline_primary: &mut Option<Vec<String>>) -> R<()> {
-    if p.eat_keyword("CONSTRAINT") {
-        if !p.peek_keyword("PRIMARY") && !p.peek_keyword("UNIQUE") {
-            p.ident()?;
-        }
+    if p.eat_keyword("CONSTRAINT") && !p.peek_keyword("PRIMARY") && !p.peek_keyword("UNIQUE") {
+        p.ident()?;
     }
     if p.eat_keywords(&["PRIMARY", "KEY"]) {
         *inline_primary = Some(p.ident_list()?);
