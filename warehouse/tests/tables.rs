@@ -252,7 +252,9 @@ async fn duplicate_tables_ddl_and_errors(store: SharedStore) {
     assert_eq!(exec(&engine, &mut s, "DELETE FROM ev WHERE kind = 'sale'").await, 2);
     assert_eq!(error_code(&engine, &mut s, "UPDATE ev SET kind = 'x'").await, 1235);
     assert_eq!(error_code(&engine, &mut s, "SELECT * FROM missing").await, 1146);
-    assert_eq!(error_code(&engine, &mut s, "INSERT INTO ev VALUES (1, 2, 3, 4)").await, 1105);
+    assert_eq!(error_code(&engine, &mut s, "INSERT INTO ev VALUES (1, 2, 3, 4)").await, 1136);
+    assert_eq!(error_code(&engine, &mut s, "INSERT INTO ev (ts, nope) VALUES (1, 2)").await, 1054);
+    assert_eq!(error_code(&engine, &mut s, "INSERT INTO ev (ts, amount) VALUES ('not a time', 1)").await, 1366);
 
     let create = rows(&engine, &mut s, "SHOW CREATE TABLE ev").await;
     assert!(create[0][1].contains("`amount` decimal(10,2) DEFAULT '1.50'"), "{}", create[0][1]);
