@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -20,19 +20,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &broker.registry.lock()) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("cannot encode metrics: {e}\n"),
-        ),
-    }
+    automq_common::metrics_response(&broker.registry.lock())
 }
 
 async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -11,7 +11,7 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use automq_storage::object_store::{self, StoreOptions};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -316,19 +316,7 @@ impl RunningQueryNode {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry.lock()) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("cannot encode metrics: {e}\n"),
-        ),
-    }
+    automq_common::metrics_response(&state.registry.lock())
 }
 
 async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {

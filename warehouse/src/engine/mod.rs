@@ -308,8 +308,7 @@ impl Engine {
     }
 
     /// `INSERT ... VALUES` with literals only, without the planner.
-    async fn literal_insert(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
-        let Some(parsed) = insert::parse(sql) else { return self.run(session, sql).await };
+    async fn literal_insert(&self, session: &Session, parsed: insert::LiteralInsert) -> Result<Response, MysqlError> {
         let db = match parsed.database.clone().or_else(|| session.database.clone()) {
             Some(db) => db,
             None => return Err(MysqlError::no_database_selected()),
@@ -498,7 +497,10 @@ impl QueryHandler for Engine {
                     orig[2..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
                 self.drop_tables(session, &names, false).await
             }
-            ["insert", "into", ..] if insert::parse(sql).is_some() => self.literal_insert(session, sql).await,
+            ["insert", "into", ..] => match insert::parse(sql) {
+                Some(parsed) => self.literal_insert(session, parsed).await,
+                None => self.run(session, &probes::substitute_session_values(sql, session)).await,
+            },
             ["truncate", "table", _] | ["truncate", _] => {
                 let (db, name) = qualified(orig[orig.len() - 1], session)?;
                 let meta = self.table_meta(&db, &name)?;
