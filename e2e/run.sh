@@ -35,6 +35,11 @@ if [ -z "${AUTOMQ_TEST_S3_ENDPOINT:-}" ]; then
     start_seaweedfs "$work"
 fi
 
+# --- Tansu, a second Kafka implementation for the routine-load tests -------------------------
+# shellcheck source=scripts/lib/tansu.sh
+. scripts/lib/tansu.sh
+[ -n "${AUTOMQ_TANSU_BIN:-}" ] || ensure_tansu
+
 # --- the suite -------------------------------------------------------------------------------
 if [ "$#" -eq 0 ]; then set -- e2e/compat e2e/warehouse -q; fi
 status=0

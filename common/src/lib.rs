@@ -6,10 +6,11 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr, filtered by `AUTOMQ_LOG` (default `info`).
+/// Logs to stderr, filtered by `AUTOMQ_LOG` (default `info`, with the Kafka client's
+/// per-retry chatter at `warn`).
 pub fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("AUTOMQ_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_env("AUTOMQ_LOG").unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn")))
         .init();
 }
 

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
+use crate::load::RoutineLoads;
 use crate::mysql::auth::StoredCredential;
 use crate::mysql::binary::Param;
 use crate::mysql::error::MysqlError;
@@ -226,7 +227,9 @@ impl RunningQueryNode {
         let warehouse = Warehouse::open(store, warehouse_config, automq_storage::clock::system())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;
-        let engine = Engine::new(warehouse.clone(), &config.root_password);
+        let loads = RoutineLoads::new(warehouse.clone(), config.node_id.to_string());
+        loads.metrics.register(&mut registry);
+        let engine = Engine::with_loads(warehouse.clone(), loads.clone(), &config.root_password);
         let metered = Arc::new(Metered {
             engine: engine.clone(),
             statements: Family::default(),
@@ -296,6 +299,7 @@ impl RunningQueryNode {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         }));
+        tasks.push(loads.spawn(rx.clone()));
         let maintenance = warehouse.spawn_maintenance();
         let mut maintenance_rx = rx;
         tasks.push(tokio::spawn(async move {

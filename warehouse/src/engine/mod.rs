@@ -24,6 +24,7 @@ use datafusion::prelude::SessionConfig;
 use futures::{stream, StreamExt, TryStreamExt};
 use parking_lot::RwLock;
 
+use crate::load::RoutineLoads;
 use crate::mysql::auth::StoredCredential;
 use crate::mysql::binary::Param;
 use crate::mysql::error::MysqlError;
@@ -41,6 +42,7 @@ pub struct Engine {
     ctx: SessionContext,
     users: RwLock<HashMap<String, StoredCredential>>,
     warehouse: Arc<Warehouse>,
+    loads: Arc<RoutineLoads>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -62,6 +64,7 @@ pub fn wh_to_mysql(e: &WhError) -> MysqlError {
         WhError::Invalid(m) if m.starts_with("Unknown column") => MysqlError::new(1054, "42S22", m.clone()),
         WhError::Invalid(m) if m.starts_with("Incorrect") => MysqlError::new(1103, "42000", m.clone()),
         WhError::Invalid(m) => MysqlError::new(1105, "HY000", m.clone()),
+        WhError::Conflict(m) => MysqlError::new(1105, "HY000", m.clone()),
         WhError::Storage(m) | WhError::Internal(m) => MysqlError::internal(m.clone()),
     }
 }
@@ -123,6 +126,12 @@ fn sql_type_of(dt: &DataType) -> Result<String, MysqlError> {
 impl Engine {
     /// An engine over `warehouse`, with user `root` (password `root_password`, empty allowed).
     pub fn new(warehouse: Arc<Warehouse>, root_password: &str) -> Arc<Self> {
+        let loads = RoutineLoads::new(warehouse.clone(), "0");
+        Engine::with_loads(warehouse, loads, root_password)
+    }
+
+    /// An engine whose routine-load statements go to `loads`.
+    pub fn with_loads(warehouse: Arc<Warehouse>, loads: Arc<RoutineLoads>, root_password: &str) -> Arc<Self> {
         // No default catalog of DataFusion's own: every state built from this config would
         // create a fresh, empty `def` catalog and replace ours in the shared catalog list.
         let config = SessionConfig::new()
@@ -134,7 +143,7 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, Arc::new(catalog::WarehouseCatalog { warehouse: warehouse.clone() }));
         let users = HashMap::from([("root".to_string(), StoredCredential::from_password(root_password))]);
-        Arc::new(Engine { ctx, users: RwLock::new(users), warehouse })
+        Arc::new(Engine { ctx, users: RwLock::new(users), warehouse, loads })
     }
 
     /// An engine on a private in-memory bucket (tests, examples).
@@ -147,6 +156,43 @@ impl Engine {
 
     pub fn warehouse(&self) -> &Arc<Warehouse> {
         &self.warehouse
+    }
+
+    pub fn loads(&self) -> &Arc<RoutineLoads> {
+        &self.loads
+    }
+
+    /// CREATE / ALTER / PAUSE / RESUME / STOP / SHOW ROUTINE LOAD.
+    async fn routine_load(&self, session: &Session, sql: &str) -> Result<Option<Response>, MysqlError> {
+        use crate::load::stmt::{self, LoadStatement};
+        let Some(statement) = stmt::parse(sql).map_err(|e| wh(e.into()))? else { return Ok(None) };
+        let db_of = |db: Option<String>| -> Result<String, MysqlError> {
+            let db = db.or_else(|| session.database.clone()).ok_or_else(MysqlError::no_database_selected)?;
+            if !self.warehouse.database_exists(&db) {
+                return Err(MysqlError::unknown_database(&db));
+            }
+            Ok(db)
+        };
+        match statement {
+            LoadStatement::Create(c) => {
+                let db = db_of(c.db.clone())?;
+                self.loads.create(&db, c, sql).await.map_err(wh)?;
+            }
+            LoadStatement::Alter(a) => {
+                let db = db_of(a.db.clone())?;
+                self.loads.alter(&db, a).await.map_err(wh)?;
+            }
+            LoadStatement::Control { action, db, name } => {
+                let db = db_of(db)?;
+                self.loads.control(&db, &name, action).await.map_err(wh)?;
+            }
+            LoadStatement::Show { all, db, name } => {
+                let db = db_of(db)?;
+                let (names, r) = self.loads.show(&db, name.as_deref(), all);
+                return Ok(Some(nullable_rows(&names, r)));
+            }
+        }
+        Ok(Some(Response::ok()))
     }
 
     fn databases(&self) -> Vec<String> {
@@ -354,7 +400,17 @@ impl Engine {
 }
 
 fn rows(names: &[&str], rows: Vec<Vec<String>>) -> Response {
-    let fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
+    let rows = rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect();
+    text_rows(names, rows, false)
+}
+
+/// Text columns that may hold NULLs.
+fn nullable_rows(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Response {
+    text_rows(names, rows, true)
+}
+
+fn text_rows(names: &[&str], rows: Vec<Vec<Option<String>>>, nullable: bool) -> Response {
+    let fields: Vec<Field> = names.iter().map(|n| Field::new(*n, DataType::Utf8, nullable)).collect();
     let schema = Arc::new(Schema::new(fields));
     let columns: Vec<ArrayRef> = (0..names.len())
         .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c].clone()).collect::<Vec<_>>())) as ArrayRef)
@@ -497,6 +553,12 @@ impl QueryHandler for Engine {
                     orig[2..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
                 self.drop_tables(session, &names, false).await
             }
+            ["create" | "alter" | "pause" | "resume" | "stop", "routine", "load", ..]
+            | ["show", "routine", "load", ..]
+            | ["show", "all", "routine", "load", ..] => match self.routine_load(session, sql).await? {
+                Some(r) => Ok(r),
+                None => Err(MysqlError::syntax("You have an error in your SQL syntax near 'ROUTINE LOAD'")),
+            },
             ["insert", "into", ..] => match insert::parse(sql) {
                 Some(parsed) => self.literal_insert(session, parsed).await,
                 None => self.run(session, &probes::substitute_session_values(sql, session)).await,

@@ -74,9 +74,9 @@ fn syntax<T>(msg: impl Into<String>) -> R<T> {
     Err(DdlError::Syntax(msg.into()))
 }
 
-struct Parser {
-    tokens: Vec<(Token, usize)>,
-    pos: usize,
+pub(crate) struct Parser {
+    pub(crate) tokens: Vec<(Token, usize)>,
+    pub(crate) pos: usize,
     sql: String,
 }
 
@@ -86,7 +86,7 @@ fn line_starts(sql: &str) -> Vec<usize> {
 }
 
 impl Parser {
-    fn new(sql: &str) -> R<Parser> {
+    pub(crate) fn new(sql: &str) -> R<Parser> {
         let dialect = MySqlDialect {};
         let tokens = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
@@ -108,32 +108,32 @@ impl Parser {
         Ok(Parser { tokens, pos: 0, sql: sql.to_string() })
     }
 
-    fn peek(&self) -> Option<&Token> {
+    pub(crate) fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos).map(|(t, _)| t)
     }
 
-    fn next(&mut self) -> Option<Token> {
+    pub(crate) fn next(&mut self) -> Option<Token> {
         let t = self.tokens.get(self.pos).map(|(t, _)| t.clone());
         self.pos += 1;
         t
     }
 
-    fn keyword_at(&self, pos: usize) -> Option<String> {
+    pub(crate) fn keyword_at(&self, pos: usize) -> Option<String> {
         match self.tokens.get(pos).map(|(t, _)| t) {
             Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
             _ => None,
         }
     }
 
-    fn peek_keyword(&self, kw: &str) -> bool {
+    pub(crate) fn peek_keyword(&self, kw: &str) -> bool {
         self.keyword_at(self.pos).as_deref() == Some(kw)
     }
 
-    fn peek_keywords(&self, kws: &[&str]) -> bool {
+    pub(crate) fn peek_keywords(&self, kws: &[&str]) -> bool {
         kws.iter().enumerate().all(|(i, kw)| self.keyword_at(self.pos + i).as_deref() == Some(*kw))
     }
 
-    fn eat_keyword(&mut self, kw: &str) -> bool {
+    pub(crate) fn eat_keyword(&mut self, kw: &str) -> bool {
         if self.peek_keyword(kw) {
             self.pos += 1;
             true
@@ -142,7 +142,7 @@ impl Parser {
         }
     }
 
-    fn eat_keywords(&mut self, kws: &[&str]) -> bool {
+    pub(crate) fn eat_keywords(&mut self, kws: &[&str]) -> bool {
         if self.peek_keywords(kws) {
             self.pos += kws.len();
             true
@@ -151,7 +151,7 @@ impl Parser {
         }
     }
 
-    fn eat(&mut self, token: &Token) -> bool {
+    pub(crate) fn eat(&mut self, token: &Token) -> bool {
         if self.peek() == Some(token) {
             self.pos += 1;
             true
@@ -160,7 +160,7 @@ impl Parser {
         }
     }
 
-    fn expect(&mut self, token: &Token) -> R<()> {
+    pub(crate) fn expect(&mut self, token: &Token) -> R<()> {
         if self.eat(token) {
             Ok(())
         } else {
@@ -168,7 +168,7 @@ impl Parser {
         }
     }
 
-    fn near(&self) -> String {
+    pub(crate) fn near(&self) -> String {
         match self.tokens.get(self.pos) {
             Some((_, offset)) => format!("'{}'", self.sql[*offset..].chars().take(40).collect::<String>()),
             None => "the end of the statement".into(),
@@ -176,7 +176,7 @@ impl Parser {
     }
 
     /// An identifier: unquoted ones are case-insensitive (lowercased), quoted ones kept.
-    fn ident(&mut self) -> R<String> {
+    pub(crate) fn ident(&mut self) -> R<String> {
         match self.next() {
             Some(Token::Word(w)) if w.quote_style.is_some() => Ok(w.value),
             Some(Token::Word(w)) if w.keyword == Keyword::NoKeyword || !is_reserved(&w.value) => {
@@ -189,7 +189,7 @@ impl Parser {
         }
     }
 
-    fn ident_list(&mut self) -> R<Vec<String>> {
+    pub(crate) fn ident_list(&mut self) -> R<Vec<String>> {
         self.expect(&Token::LParen)?;
         let mut names = vec![self.ident()?];
         while self.eat(&Token::Comma) {
@@ -199,7 +199,7 @@ impl Parser {
         Ok(names)
     }
 
-    fn string(&mut self) -> R<String> {
+    pub(crate) fn string(&mut self) -> R<String> {
         match self.next() {
             Some(Token::SingleQuotedString(s) | Token::DoubleQuotedString(s)) => Ok(s),
             _ => {
@@ -210,14 +210,14 @@ impl Parser {
     }
 
     /// The source text from the current token up to (not including) token `end`.
-    fn text_until(&self, end: usize) -> String {
+    pub(crate) fn text_until(&self, end: usize) -> String {
         let start = self.tokens.get(self.pos).map(|(_, o)| *o).unwrap_or(self.sql.len());
         let stop = self.tokens.get(end).map(|(_, o)| *o).unwrap_or(self.sql.len());
         self.sql[start..stop.max(start)].trim().to_string()
     }
 
     /// Skips one token, or a whole parenthesised group.
-    fn skip_balanced(&mut self) {
+    pub(crate) fn skip_balanced(&mut self) {
         if self.eat(&Token::LParen) {
             let mut depth = 1;
             while depth > 0 {

@@ -72,7 +72,7 @@ impl Warehouse {
                 }
             }
             next.segments = kept;
-            if self.commit_table(&mut next, garbage).await? {
+            if self.commit_table(&mut next, garbage, Vec::new()).await? {
                 // Rows moved: the index is rebuilt on the next write.
                 writer.index.version = 0;
                 bump(&self.stats.compactions, 1);

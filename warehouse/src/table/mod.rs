@@ -39,7 +39,7 @@ pub use ddl::{ColumnDef, KeyModel, TableDef};
 use segment::{SegmentCache, SegmentMeta};
 use types::SqlType;
 use write::TableWriter;
-pub use write::Write;
+pub use write::{Attach, Write};
 
 /// What went wrong with a warehouse operation; the engine maps these to MySQL errors.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,6 +60,9 @@ pub enum WhError {
     Invalid(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// A precondition of a change no longer holds (the caller re-reads and decides).
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -279,6 +282,48 @@ impl Warehouse {
         }
     }
 
+    /// A value of the catalog's key-value namespace (other layers' records, e.g. routine loads).
+    pub fn kv_get(&self, key: &str) -> Option<String> {
+        self.catalog.state().kv.get(key).cloned()
+    }
+
+    /// Every key and value under a prefix.
+    pub fn kv_scan(&self, prefix: &str) -> Vec<(String, String)> {
+        let state = self.catalog.state();
+        state
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Commits key-value puts and deletes as one record once `check` passes against the current
+    /// catalog; on losing the append, refreshes and checks again.
+    pub async fn kv_commit(
+        &self,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+        check: &(dyn Fn(&Warehouse) -> R<()> + Send + Sync),
+    ) -> R<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            check(self)?;
+            let mut records: Vec<CatalogRecord> = puts
+                .iter()
+                .map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() })
+                .collect();
+            records.extend(deletes.iter().map(|key| CatalogRecord::KvDelete { key: key.clone() }));
+            let landed = |w: &Warehouse| {
+                puts.iter().all(|(k, v)| w.kv_get(k).as_ref() == Some(v))
+                    && deletes.iter().all(|k| w.kv_get(k).is_none())
+            };
+            if self.submit(records, landed).await? {
+                return Ok(());
+            }
+        }
+        Err(WhError::Storage("too many conflicting catalog changes; try again".into()))
+    }
+
     /// A segment's rows as written (deleted ones included), from the cache or the bucket.
     pub async fn segment_rows(&self, seg: &SegmentMeta) -> R<Arc<Vec<RecordBatch>>> {
         if let Some(hit) = self.cache.get(&seg.key) {
@@ -357,7 +402,7 @@ impl Warehouse {
 
     /// Commits `next` as the table's new version (and queues `garbage` for deletion). Returns
     /// whether it landed; `Ok(false)`: another node changed the catalog first, redo the change.
-    async fn commit_table(&self, next: &mut TableMeta, garbage: Vec<String>) -> R<bool> {
+    async fn commit_table(&self, next: &mut TableMeta, garbage: Vec<String>, extra: Vec<(String, String)>) -> R<bool> {
         next.version += 1;
         next.commit = random_id();
         next.updated_ms = self.clock.now_ms();
@@ -365,6 +410,7 @@ impl Warehouse {
         let key = namespace::table_key(&next.database, &next.name);
         let mut records = vec![CatalogRecord::KvPut { key, value }];
         records.extend(self.garbage_records(garbage));
+        records.extend(extra.into_iter().map(|(key, value)| CatalogRecord::KvPut { key, value }));
         let (db, name, commit) = (next.database.clone(), next.name.clone(), next.commit.clone());
         self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await
     }

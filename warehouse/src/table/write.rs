@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
+use automq_storage::metadata::state::CatalogRecord;
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use roaring::RoaringBitmap;
@@ -53,6 +54,24 @@ pub enum Write<'a> {
     Update(MaskFn<'a>, AssignFn<'a>),
     /// Delete every row.
     Truncate,
+    /// A change feed applied in one commit (primary-key tables): upsert these rows and delete
+    /// the rows holding these keys (batches with the table's schema; only key columns are read
+    /// from `deletes`). A key must not be in both.
+    Changes { upserts: Vec<RecordBatch>, deletes: Vec<RecordBatch> },
+}
+
+/// Catalog records committed atomically with a write (a loader's consumed offsets), and a
+/// precondition checked against the catalog before every attempt: if it fails, the write is
+/// abandoned with its error and nothing is committed.
+pub struct Attach<'a> {
+    pub records: Vec<(String, String)>,
+    pub check: &'a (dyn Fn(&Warehouse) -> R<()> + Send + Sync),
+}
+
+impl std::fmt::Debug for Attach<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attach").field("records", &self.records).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Write<'_> {
@@ -62,6 +81,7 @@ impl std::fmt::Debug for Write<'_> {
             Write::Delete(_) => "Delete",
             Write::Update(..) => "Update",
             Write::Truncate => "Truncate",
+            Write::Changes { .. } => "Changes",
         })
     }
 }
@@ -219,23 +239,54 @@ impl Warehouse {
 
     /// Applies a write to a table and returns the number of rows it affected.
     pub async fn write(&self, db: &str, name: &str, write: Write<'_>) -> R<u64> {
+        self.write_attached(db, name, write, None).await
+    }
+
+    /// Applies a write to a table together with `attach` (committed in the same catalog
+    /// record, or not at all) and returns the number of rows it affected.
+    pub async fn write_attached(&self, db: &str, name: &str, write: Write<'_>, attach: Option<&Attach<'_>>) -> R<u64> {
         let first = self.require_table(db, name)?;
+        if let Some(attach) = attach {
+            (attach.check)(self)?;
+        }
         let writer = self.writer(&first.id);
         let mut writer = writer.lock().await;
-        // An insert's rows do not depend on the table's state: upload them once.
+        // Inserted rows do not depend on the table's state: upload them once.
         let mut inserted: Option<(Vec<RecordBatch>, SegmentMeta)> = None;
-        if let Write::Insert(batches) = &write {
+        let to_insert = match &write {
+            Write::Insert(batches) => Some(batches),
+            Write::Changes { upserts, deletes } => {
+                if !deletes.is_empty() && first.def.model != KeyModel::Primary {
+                    return Err(WhError::Invalid(format!(
+                        "table '{}' has no primary key: rows cannot be deleted by key",
+                        first.name
+                    )));
+                }
+                Some(upserts)
+            }
+            _ => None,
+        };
+        if let Some(batches) = to_insert {
             let rows = prepare_insert(&first, batches)?;
-            if rows.is_empty() {
+            if !rows.is_empty() {
+                let seg = self.upload_segment(&first, &rows).await?;
+                inserted = Some((rows, seg));
+            } else if matches!(write, Write::Insert(_)) && attach.is_none() {
                 return Ok(0);
             }
-            let seg = self.upload_segment(&first, &rows).await?;
-            inserted = Some((rows, seg));
         }
         for _ in 0..MAX_ATTEMPTS {
             let meta = self.require_table(db, name)?;
             if meta.id != first.id {
                 break; // dropped and re-created under us
+            }
+            if let Some(attach) = attach {
+                if let Err(e) = (attach.check)(self) {
+                    if let Some((_, seg)) = inserted {
+                        self.discard(&[seg.key]).await;
+                    }
+                    return Err(e);
+                }
             }
             let keys = match meta.def.model {
                 KeyModel::Primary => Some(KeyEncoder::new(&meta)?),
@@ -245,7 +296,7 @@ impl Warehouse {
                 self.ensure_index(&mut writer.index, &meta, keys).await?;
             }
             let mut plan = match &write {
-                Write::Insert(_) => {
+                Write::Insert(_) | Write::Changes { .. } => {
                     let rows = inserted.as_ref().map(|(rows, _)| rows.clone()).unwrap_or_default();
                     Plan { affected: rows.iter().map(|b| b.num_rows() as u64).sum(), new_rows: rows, ..Plan::default() }
                 }
@@ -259,8 +310,39 @@ impl Warehouse {
                 Write::Delete(mask) => self.matching(&meta, *mask, None).await?,
                 Write::Update(mask, assign) => self.matching(&meta, *mask, Some(*assign)).await?,
             };
+            if let (Write::Changes { deletes, .. }, Some(keys)) = (&write, &keys) {
+                for batch in deletes {
+                    let encoded = keys.keys(batch)?;
+                    for i in 0..batch.num_rows() {
+                        if let Some(&(ord, row)) = writer.index.rows.get(encoded.row(i).data()) {
+                            let seg_key = &writer.index.segments[ord as usize];
+                            if let Some(pos) = meta.segments.iter().position(|s| &s.key == seg_key) {
+                                if plan.deletes.entry(pos).or_default().insert(row) {
+                                    plan.affected += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             if plan.affected == 0 && plan.new_rows.is_empty() {
-                return Ok(0);
+                match attach {
+                    None => return Ok(0),
+                    Some(attach) => {
+                        // Nothing changes in the table; the attached records still commit.
+                        let records = attach
+                            .records
+                            .iter()
+                            .map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() })
+                            .collect();
+                        let expect = attach.records.clone();
+                        let landed = |w: &Warehouse| expect.iter().all(|(k, v)| w.kv_get(k).as_ref() == Some(v));
+                        if self.submit(records, landed).await? {
+                            return Ok(0);
+                        }
+                        continue;
+                    }
+                }
             }
             // Upserts: the rows currently holding the new rows' keys die.
             let mut new_keys: Vec<Box<[u8]>> = Vec::new();
@@ -296,7 +378,8 @@ impl Warehouse {
                 }
             };
             next.segments.extend(new_segment.clone());
-            if self.commit_table(&mut next, garbage).await? {
+            let extra = attach.map(|a| a.records.clone()).unwrap_or_default();
+            if self.commit_table(&mut next, garbage, extra).await? {
                 if keys.is_some() {
                     let index = &mut writer.index;
                     for key in &dying_keys {
