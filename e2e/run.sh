@@ -2,7 +2,7 @@
 # Runs the real-client compatibility suite: installs the clients when missing, starts one
 # SeaweedFS on loopback for the S3 WAL variants (unless AUTOMQ_TEST_S3_ENDPOINT is already
 # set), and runs pytest with any arguments given (default: e2e/compat -q).
-# Expects the binaries already built: cargo build -p automq-broker -p automq-warehouse.
+# Expects the binaries already built: cargo build -p automq-broker -p automq-warehouse -p automq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -45,6 +45,6 @@ cargo nextest run --workspace --locked --profile ci
 log "doc tests"
 cargo test --workspace --doc --locked
 log "real-client compatibility suite (e2e/compat: confluent-kafka, kafka-python, aiokafka, kcat)"
-cargo build --locked -p automq-broker -p automq-warehouse
+cargo build --locked -p automq-broker -p automq-warehouse -p automq
 e2e/run.sh
 log "all tests passed"

@@ -26,6 +26,14 @@ def tansu(tmp_path):
     b.kill()
 
 
+@pytest.fixture(params=["automq", "tansu"])
+def source(request, tmp_path):
+    """Each Kafka implementation the format tests run against."""
+    b = KafkaProcess(request.param, tmp_path / request.param).start()
+    yield b
+    b.kill()
+
+
 def wait_for(what, fn, timeout=30, interval=0.1):
     deadline = time.time() + timeout
     last = None
@@ -115,7 +123,8 @@ def test_json_load_show_pause_resume_stop(broker, node):
     assert "routine_load_rows_loaded_total{" in node.metrics()
 
 
-def test_csv_columns_expressions_and_where(broker, node):
+def test_csv_columns_expressions_and_where(source, node):
+    broker = source
     broker.create_topic("payments")
     conn, cur = setup_db(node)
     cur.execute("CREATE TABLE payments (id INT, amount DECIMAL(12,2), method VARCHAR(10)) DUPLICATE KEY (id)")
@@ -138,6 +147,9 @@ def test_csv_columns_expressions_and_where(broker, node):
     stats = json.loads(job["Statistic"])
     assert (stats["loadedRows"], stats["unselectedRows"], stats["errorRows"]) == (50, 50, 1), stats
     assert "column count mismatch" in job["ErrorSamples"]
+    cur.execute("DROP TABLE payments")
+    job = wait_for("cancellation", lambda: (lambda j: j if j["State"] == "CANCELLED" else None)(show(cur, "pay_job")))
+    assert "no longer exists" in job["ReasonOfStateChanged"], job
 
 
 def debezium(op, before=None, after=None):
@@ -145,7 +157,8 @@ def debezium(op, before=None, after=None):
                        "ts_ms": int(time.time() * 1000)}).encode()
 
 
-def test_debezium_upserts_deletes_and_tombstones(broker, node):
+def test_debezium_upserts_deletes_and_tombstones(source, node):
+    broker = source
     broker.create_topic("cdc.shop.staff", partitions=3)
     conn, cur = setup_db(node)
     cur.execute("CREATE TABLE staff (id BIGINT NOT NULL, name VARCHAR(30), active BOOLEAN) PRIMARY KEY (id)")

@@ -146,9 +146,9 @@ impl Converter {
                     let typed =
                         cast_with_options(&raw, f.data_type(), &CastOptions { safe: true, ..Default::default() })
                             .map_err(|e| WhError::internal(e.to_string()))?;
-                    for r in 0..n {
-                        if raw.is_valid(r) && typed.is_null(r) && bad[r].is_none() {
-                            bad[r] = Some(format!(
+                    for (r, slot) in bad.iter_mut().enumerate() {
+                        if raw.is_valid(r) && typed.is_null(r) && slot.is_none() {
+                            *slot = Some(format!(
                                 "column '{name}': '{}' is not a valid {}",
                                 raw.value(r).chars().take(100).collect::<String>(),
                                 f.data_type()
@@ -182,7 +182,7 @@ impl Converter {
         let rows_col = rows_col.as_any().downcast_ref::<UInt32Array>().ok_or_else(|| WhError::internal("row type"))?;
         let op_col = mapped.column_by_name(OP).map(|c| cast_with_options(c, &DataType::Utf8, &CastOptions::default()));
         let op_col = op_col.transpose().map_err(|e| WhError::internal(e.to_string()))?;
-        let op_text = op_col.as_ref().map(|c| c.as_any().downcast_ref::<StringArray>().cloned()).flatten();
+        let op_text = op_col.as_ref().and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
         let columns: Vec<ArrayRef> = self
             .table
             .fields()

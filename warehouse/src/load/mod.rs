@@ -541,6 +541,11 @@ impl RoutineLoads {
             if !job.state.wants_running() || (!ours && job.lease_until_ms > now) {
                 continue;
             }
+            if ours && self.warehouse.table(&job.db, &job.table).is_none() {
+                let reason = format!("table '{}.{}' no longer exists", job.db, job.table);
+                self.set_state(job, JobState::Cancelled, reason).await;
+                continue;
+            }
             let live_error = self
                 .running
                 .lock()

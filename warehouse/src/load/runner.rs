@@ -263,7 +263,7 @@ async fn commit(
     };
     converted.error_rows += message_errors.len() as u64;
     let mut samples = message_errors;
-    samples.extend(converted.error_samples.drain(..));
+    samples.append(&mut converted.error_samples);
 
     let mut next = progress.clone();
     next.offsets.extend(batch.next.iter().map(|(p, o)| (*p, *o)));
