@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "e2e" / "warehouse"))
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-from kafka import KafkaProcess  # noqa: E402
+from brokers import KafkaProcess  # noqa: E402
 from qnode import QueryNode  # noqa: E402
 
 PARTITIONS = 3

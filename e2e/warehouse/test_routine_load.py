@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kafka import KafkaProcess, produce
+from brokers import KafkaProcess, produce
 from qnode import QueryNode
 
 
