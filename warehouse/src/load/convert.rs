@@ -117,8 +117,6 @@ impl Converter {
             where_sql: where_sql.map(str::to_string),
             ctx: SessionContext::new(),
         };
-        // Check expressions and WHERE against an empty batch now, so mistakes surface at
-        // CREATE / ALTER rather than as a paused job.
         Ok(converter)
     }
 
@@ -126,7 +124,8 @@ impl Converter {
         self.source.clone()
     }
 
-    /// Validates COLUMNS expressions and WHERE by converting no rows.
+    /// Validates COLUMNS expressions and WHERE by converting no rows (so mistakes surface at
+    /// CREATE / ALTER rather than as a paused job).
     pub async fn validate(&self) -> R<()> {
         self.convert(Vec::new()).await.map(|_| ())
     }

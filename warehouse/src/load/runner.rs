@@ -224,7 +224,9 @@ async fn run_once(
         if !due {
             continue;
         }
-        match commit(loads, job, &labels, &decoder, &converter, &mut batch, &mut progress, &mut committed_json).await {
+        match commit(loads, job, live, &labels, &decoder, &converter, &mut batch, &mut progress, &mut committed_json)
+            .await
+        {
             Ok(()) => {}
             Err(outcome) => return outcome,
         }
@@ -236,6 +238,7 @@ async fn run_once(
 async fn commit(
     loads: &Arc<RoutineLoads>,
     job: &LoadJob,
+    live: &Live,
     labels: &JobLabels,
     decoder: &Decoder,
     converter: &Converter,
@@ -295,12 +298,7 @@ async fn commit(
     s.committed_tasks += 1;
     s.task_execute_ms += started.elapsed().as_millis() as u64;
     next.committed_ms = automq_storage::clock::system().now_ms();
-    next.latest = loads
-        .running
-        .lock()
-        .get(&super::job::job_key(&job.db, &job.name))
-        .map(|r| r.live.latest.lock().clone())
-        .unwrap_or_default();
+    next.latest = live.latest.lock().clone();
     let next_json = to_json(&next).map_err(|e| Outcome::Retry(e.to_string()))?;
 
     let expected = committed_json.clone();
