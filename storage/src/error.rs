@@ -65,6 +65,11 @@ pub enum Error {
     #[error("invalid metadata operation: {0}")]
     InvalidMetadata(String),
 
+    /// A compare-and-set precondition of a catalog change failed: the writer's view was
+    /// stale. Nothing was applied; refresh, recompute the change and try again.
+    #[error("catalog precondition failed: {0}")]
+    PreconditionFailed(String),
+
     /// The WAL or engine hit an unrecoverable error earlier and refuses further work; the
     /// process must restart (and recover) to continue.
     #[error("storage is failed and must be reopened: {0}")]

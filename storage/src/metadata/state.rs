@@ -139,6 +139,20 @@ pub enum CatalogRecord {
     KvDelete {
         key: String,
     },
+    /// A precondition, applied as nothing: the key's value must have this digest
+    /// ([`kv_digest`]; `None`: the key must be absent). A writer that computed a change from
+    /// values it read puts their digests first, so the change lands only if nobody changed
+    /// them since (compare-and-set), however stale the writer's view of the log was.
+    KvExpect {
+        key: String,
+        digest: Option<String>,
+    },
+}
+
+/// The digest a [`CatalogRecord::KvExpect`] compares: SHA-256 of the value, in hex.
+pub fn kv_digest(value: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +252,11 @@ impl CatalogState {
                 }
             }
             CatalogRecord::KvPut { .. } | CatalogRecord::KvDelete { .. } => {}
+            CatalogRecord::KvExpect { key, digest } => {
+                if self.kv.get(key).map(|v| kv_digest(v)) != *digest {
+                    return Err(Error::PreconditionFailed(format!("catalog key {key:?} changed")));
+                }
+            }
         }
         Ok(())
     }
@@ -452,6 +471,7 @@ impl CatalogState {
             CatalogRecord::KvDelete { key } => {
                 self.kv.remove(key);
             }
+            CatalogRecord::KvExpect { .. } => {}
         }
     }
 
@@ -632,6 +652,20 @@ mod tests {
         assert!(st.objects.contains_key(&10), "stream 2 still reads object 10");
         assert!(st.deleting.contains_key(&11), "object 11 held only rewritten data");
         assert_eq!(st.streams[&1].end_offset, 9, "the end does not move");
+    }
+
+    #[test]
+    fn kv_expect_is_a_compare_and_set() {
+        let mut st = CatalogState::default();
+        let expect = |digest: Option<&str>| CatalogRecord::KvExpect { key: "t".into(), digest: digest.map(kv_digest) };
+        run(&mut st, expect(None)).unwrap();
+        run(&mut st, CatalogRecord::KvPut { key: "t".into(), value: "v1".into() }).unwrap();
+        assert!(matches!(st.check(&expect(None)), Err(Error::PreconditionFailed(_))), "the key exists now");
+        assert!(matches!(st.check(&expect(Some("v0"))), Err(Error::PreconditionFailed(_))), "wrong value");
+        run(&mut st, expect(Some("v1"))).unwrap();
+        assert_eq!(st.kv["t"], "v1", "an expectation changes nothing");
+        run(&mut st, CatalogRecord::KvDelete { key: "t".into() }).unwrap();
+        run(&mut st, expect(None)).unwrap();
     }
 
     #[test]

@@ -370,6 +370,7 @@ mod tests {
             commit: String::new(),
             created_ms: 0,
             updated_ms: 0,
+            read_digest: String::new(),
         }
     }
 

@@ -224,21 +224,21 @@ impl RoutineLoads {
         };
         let progress = Progress { job_id: job.id, offsets, ..Progress::default() };
         let job_json = to_json(&job)?;
-        let before = self.warehouse.kv_get(&job_key(db, &c.name));
-        let name = c.name.clone();
-        let db_owned = db.to_string();
+        let key = job_key(db, &c.name);
+        let before = self.warehouse.kv_get(&key);
         self.warehouse
             .kv_commit(
-                vec![(job_key(db, &c.name), job_json), (progress_key(db, &c.name), to_json(&progress)?)],
+                vec![(key.clone(), job_json), (progress_key(db, &c.name), to_json(&progress)?)],
                 Vec::new(),
-                &move |w: &Warehouse| {
-                    if w.kv_get(&job_key(&db_owned, &name)) != before {
-                        return Err(WhError::Invalid(format!("routine load job '{name}' was created concurrently")));
-                    }
-                    Ok(())
-                },
+                vec![(key, before)],
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                WhError::Conflict(_) => {
+                    WhError::Invalid(format!("routine load job '{}' was created concurrently", c.name))
+                }
+                e => e,
+            })?;
         tracing::info!(db, job = %c.name, table = %job.table, topic = %job.spec.topic, "routine load created");
         self.wake.notify_one();
         Ok(())
@@ -287,14 +287,7 @@ impl RoutineLoads {
             if after == before {
                 return Ok(job);
             }
-            let key2 = key.clone();
-            let check = move |w: &Warehouse| {
-                if w.kv_get(&key2).as_deref() != Some(before.as_str()) {
-                    return Err(conflict("job changed"));
-                }
-                Ok(())
-            };
-            match self.warehouse.kv_commit(vec![(key, after)], Vec::new(), &check).await {
+            match self.warehouse.kv_commit(vec![(key.clone(), after)], Vec::new(), vec![(key, Some(before))]).await {
                 Ok(()) => return Ok(job),
                 Err(WhError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -343,8 +336,13 @@ impl RoutineLoads {
 
     /// `ALTER ROUTINE LOAD`: only on a paused job (as in StarRocks).
     pub async fn alter(&self, db: &str, a: AlterLoad) -> R<()> {
-        let job = self
-            .job(db, &a.name)
+        // The values the change is computed from: it commits only if both are still there.
+        let (jk, pk) = (job_key(db, &a.name), progress_key(db, &a.name));
+        let expect = vec![(jk.clone(), self.warehouse.kv_get(&jk)), (pk.clone(), self.warehouse.kv_get(&pk))];
+        let job: LoadJob = expect[0]
+            .1
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
             .ok_or_else(|| WhError::Invalid(format!("routine load job '{}' does not exist in '{db}'", a.name)))?;
         if job.state != JobState::Paused {
             return Err(WhError::Invalid(format!(
@@ -368,7 +366,12 @@ impl RoutineLoads {
         converter.validate().await?;
         format::Decoder::new(&spec, converter.source_columns())?;
         let offsets_changed = a.source.contains_key("kafka_offsets") || a.source.contains_key("kafka_partitions");
-        let progress = self.progress(&job).unwrap_or(Progress { job_id: job.id, ..Progress::default() });
+        let progress = expect[1]
+            .1
+            .as_deref()
+            .and_then(|v| serde_json::from_str::<Progress>(v).ok())
+            .filter(|p| p.job_id == job.id)
+            .unwrap_or(Progress { job_id: job.id, ..Progress::default() });
         let mut puts = Vec::new();
         if offsets_changed {
             let mut next = progress.clone();
@@ -377,18 +380,11 @@ impl RoutineLoads {
         }
         let mut changed = job.clone();
         changed.spec = spec;
-        puts.push((job_key(db, &a.name), to_json(&changed)?));
-        let (before_job, before_progress) =
-            (self.warehouse.kv_get(&job_key(db, &a.name)), self.warehouse.kv_get(&progress_key(db, &a.name)));
-        let (jk, pk) = (job_key(db, &a.name), progress_key(db, &a.name));
-        self.warehouse
-            .kv_commit(puts, Vec::new(), &move |w: &Warehouse| {
-                if w.kv_get(&jk) != before_job || w.kv_get(&pk) != before_progress {
-                    return Err(WhError::Invalid("the job changed while being altered; try again".into()));
-                }
-                Ok(())
-            })
-            .await
+        puts.push((jk, to_json(&changed)?));
+        self.warehouse.kv_commit(puts, Vec::new(), expect).await.map_err(|e| match e {
+            WhError::Conflict(_) => WhError::Invalid("the job changed while being altered; try again".into()),
+            e => e,
+        })
     }
 
     /// Rows of `SHOW [ALL] ROUTINE LOAD`.

@@ -305,7 +305,11 @@ async fn commit(
     let node = loads.node.clone();
     let job_c = job.clone();
     let check = move |w: &Warehouse| still_ours(w, &job_c, &node, &expected);
-    let attach = Attach { records: vec![(progress_key(&job.db, &job.name), next_json.clone())], check: &check };
+    let attach = Attach {
+        records: vec![(progress_key(&job.db, &job.name), next_json.clone())],
+        reads: vec![super::job::job_key(&job.db, &job.name), progress_key(&job.db, &job.name)],
+        check: &check,
+    };
     let write = Write::Changes {
         upserts: std::mem::take(&mut converted.upserts),
         deletes: std::mem::take(&mut converted.deletes),

@@ -29,7 +29,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use automq_storage::clock::SharedClock;
 use automq_storage::metadata::catalog::{Catalog, CatalogConfig};
 use automq_storage::metadata::log::MetadataLogConfig;
-use automq_storage::metadata::state::CatalogRecord;
+use automq_storage::metadata::state::{kv_digest, CatalogRecord};
 use automq_storage::object_store::SharedStore;
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
@@ -144,6 +144,10 @@ pub struct TableMeta {
     pub commit: String,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Digest of the catalog value this was read from (empty for a table not yet committed):
+    /// a change computed from this version commits only if the table is still at it.
+    #[serde(skip)]
+    pub read_digest: String,
 }
 
 impl TableMeta {
@@ -266,6 +270,10 @@ impl Warehouse {
 
     /// Submits records; on losing the append (or an ambiguous failure) refreshes and reports
     /// whether `landed` says the change is in anyway. `Ok(false)`: redo the change.
+    ///
+    /// Records computed from values read earlier must carry their [`expect`](Self::expect)
+    /// preconditions: this node may have learnt of other nodes' commits between the read and
+    /// the append, and then the append itself would not conflict.
     async fn submit(&self, records: Vec<CatalogRecord>, landed: impl Fn(&Self) -> bool) -> R<bool> {
         match self.catalog.submit(records).await {
             Ok(_) => {
@@ -273,6 +281,12 @@ impl Warehouse {
                 Ok(true)
             }
             Err(automq_storage::Error::InvalidMetadata(m)) => Err(WhError::internal(m)),
+            Err(automq_storage::Error::PreconditionFailed(m)) => {
+                // Our view already holds a newer value than the change was computed from.
+                tracing::debug!(reason = %m, "catalog change computed from a stale read; redoing it");
+                bump(&self.stats.commit_conflicts, 1);
+                Ok(false)
+            }
             Err(e) => {
                 tracing::info!(error = %e, "catalog commit lost or failed; refreshing to retry");
                 bump(&self.stats.commit_conflicts, 1);
@@ -298,20 +312,30 @@ impl Warehouse {
             .collect()
     }
 
-    /// Commits key-value puts and deletes as one record once `check` passes against the current
-    /// catalog; on losing the append, refreshes and checks again.
+    /// A precondition record: `key` still holds `value` (`None`: is absent) when the change
+    /// carrying it commits.
+    pub fn expect(key: &str, value: Option<&str>) -> CatalogRecord {
+        CatalogRecord::KvExpect { key: key.to_string(), digest: value.map(kv_digest) }
+    }
+
+    /// Commits key-value puts and deletes as one record if every key of `expect` still holds
+    /// the value given (`None`: is absent), atomically: `WhError::Conflict` names the first key
+    /// that changed.
     pub async fn kv_commit(
         &self,
         puts: Vec<(String, String)>,
         deletes: Vec<String>,
-        check: &(dyn Fn(&Warehouse) -> R<()> + Send + Sync),
+        expect: Vec<(String, Option<String>)>,
     ) -> R<()> {
         for _ in 0..MAX_ATTEMPTS {
-            check(self)?;
-            let mut records: Vec<CatalogRecord> = puts
-                .iter()
-                .map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() })
-                .collect();
+            if let Some((key, _)) = expect.iter().find(|(k, v)| self.kv_get(k) != *v) {
+                return Err(WhError::Conflict(format!("catalog key {key} changed concurrently")));
+            }
+            let mut records: Vec<CatalogRecord> =
+                expect.iter().map(|(key, value)| Self::expect(key, value.as_deref())).collect();
+            records.extend(
+                puts.iter().map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() }),
+            );
             records.extend(deletes.iter().map(|key| CatalogRecord::KvDelete { key: key.clone() }));
             let landed = |w: &Warehouse| {
                 puts.iter().all(|(k, v)| w.kv_get(k).as_ref() == Some(v))
@@ -402,15 +426,19 @@ impl Warehouse {
 
     /// Commits `next` as the table's new version (and queues `garbage` for deletion). Returns
     /// whether it landed; `Ok(false)`: another node changed the catalog first, redo the change.
-    async fn commit_table(&self, next: &mut TableMeta, garbage: Vec<String>, extra: Vec<(String, String)>) -> R<bool> {
+    /// `extra`: records committed with it (a loader's progress and its preconditions).
+    async fn commit_table(&self, next: &mut TableMeta, garbage: Vec<String>, extra: Vec<CatalogRecord>) -> R<bool> {
         next.version += 1;
         next.commit = random_id();
         next.updated_ms = self.clock.now_ms();
         let value = serde_json::to_string(&*next).map_err(|e| WhError::internal(e.to_string()))?;
         let key = namespace::table_key(&next.database, &next.name);
-        let mut records = vec![CatalogRecord::KvPut { key, value }];
+        let mut records = vec![
+            CatalogRecord::KvExpect { key: key.clone(), digest: Some(next.read_digest.clone()) },
+            CatalogRecord::KvPut { key, value },
+        ];
         records.extend(self.garbage_records(garbage));
-        records.extend(extra.into_iter().map(|(key, value)| CatalogRecord::KvPut { key, value }));
+        records.extend(extra);
         let (db, name, commit) = (next.database.clone(), next.name.clone(), next.commit.clone());
         self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await
     }

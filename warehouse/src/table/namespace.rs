@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use automq_storage::metadata::state::CatalogRecord;
+use automq_storage::metadata::state::{kv_digest, CatalogRecord};
 use serde::{Deserialize, Serialize};
 
 use super::types::SqlType;
@@ -76,7 +76,7 @@ impl Warehouse {
                 .map(|(_, v)| v)
         })?;
         match serde_json::from_str::<TableMeta>(value) {
-            Ok(meta) => Some(Arc::new(meta)),
+            Ok(meta) => Some(Arc::new(TableMeta { read_digest: kv_digest(value), ..meta })),
             Err(e) => {
                 tracing::error!(db, table = name, error = %e, "unreadable table metadata");
                 None
@@ -99,8 +99,9 @@ impl Warehouse {
             }
             let value = serde_json::to_string(&DatabaseMeta { created_ms: self.clock.now_ms() })
                 .map_err(|e| WhError::internal(e.to_string()))?;
-            let record = CatalogRecord::KvPut { key: db_key(db), value: value.clone() };
-            if self.submit(vec![record], |w| w.catalog.state().kv.get(&db_key(db)) == Some(&value)).await? {
+            let records =
+                vec![Self::expect(&db_key(db), None), CatalogRecord::KvPut { key: db_key(db), value: value.clone() }];
+            if self.submit(records, |w| w.catalog.state().kv.get(&db_key(db)) == Some(&value)).await? {
                 return Ok(true);
             }
         }
@@ -112,11 +113,21 @@ impl Warehouse {
             if !self.database_exists(db) {
                 return if if_exists { Ok(false) } else { Err(WhError::UnknownDatabase(db.to_string())) };
             }
-            let mut records = vec![CatalogRecord::KvDelete { key: db_key(db) }];
-            for name in self.tables(db)? {
-                if let Some(meta) = self.table(db, &name) {
-                    records.push(CatalogRecord::KvDelete { key: table_key(db, &meta.name) });
-                    records.extend(self.garbage_records(meta.segments.iter().flat_map(segment_objects)));
+            // Every table is dropped as read; a table created meanwhile conflicts on the
+            // database key (creation expects it), one changed meanwhile on its own key.
+            let state = self.catalog.state();
+            let Some(db_value) = state.kv.get(&db_key(db)) else { continue };
+            let mut records =
+                vec![Self::expect(&db_key(db), Some(db_value)), CatalogRecord::KvDelete { key: db_key(db) }];
+            let prefix = tables_prefix(db);
+            for (key, value) in state.kv.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                records.push(Self::expect(key, Some(value)));
+                records.push(CatalogRecord::KvDelete { key: key.clone() });
+                match serde_json::from_str::<TableMeta>(value) {
+                    Ok(meta) => records.extend(self.garbage_records(meta.segments.iter().flat_map(segment_objects))),
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "unreadable table metadata; its objects stay in the bucket")
+                    }
                 }
             }
             if self.submit(records, |w| !w.database_exists(db)).await? {
@@ -151,6 +162,7 @@ impl Warehouse {
             commit: random_id(),
             created_ms: now,
             updated_ms: now,
+            read_digest: String::new(),
         };
         let value = serde_json::to_string(&meta).map_err(|e| WhError::internal(e.to_string()))?;
         for _ in 0..MAX_ATTEMPTS {
@@ -160,8 +172,13 @@ impl Warehouse {
             if self.table(db, name).is_some() {
                 return if if_not_exists { Ok(false) } else { Err(WhError::TableExists(name.to_string())) };
             }
-            let record = CatalogRecord::KvPut { key: table_key(db, name), value: value.clone() };
-            if self.submit(vec![record], |w| w.table(db, name).is_some_and(|t| t.commit == meta.commit)).await? {
+            let state = self.catalog.state();
+            let records = vec![
+                Self::expect(&db_key(db), state.kv.get(&db_key(db)).map(String::as_str)),
+                Self::expect(&table_key(db, name), state.kv.get(&table_key(db, name)).map(String::as_str)),
+                CatalogRecord::KvPut { key: table_key(db, name), value: value.clone() },
+            ];
+            if self.submit(records, |w| w.table(db, name).is_some_and(|t| t.commit == meta.commit)).await? {
                 return Ok(true);
             }
         }
@@ -175,7 +192,11 @@ impl Warehouse {
                 Err(WhError::UnknownTable(..)) if if_exists => return Ok(false),
                 Err(e) => return Err(e),
             };
-            let mut records = vec![CatalogRecord::KvDelete { key: table_key(db, &meta.name) }];
+            let key = table_key(db, &meta.name);
+            let mut records = vec![
+                CatalogRecord::KvExpect { key: key.clone(), digest: Some(meta.read_digest.clone()) },
+                CatalogRecord::KvDelete { key },
+            ];
             records.extend(self.garbage_records(meta.segments.iter().flat_map(segment_objects)));
             if self.submit(records, |w| w.table(db, &meta.name).is_none_or(|t| t.id != meta.id)).await? {
                 self.writers.lock().remove(&meta.id);

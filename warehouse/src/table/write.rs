@@ -62,10 +62,32 @@ pub enum Write<'a> {
 
 /// Catalog records committed atomically with a write (a loader's consumed offsets), and a
 /// precondition checked against the catalog before every attempt: if it fails, the write is
-/// abandoned with its error and nothing is committed.
+/// abandoned with its error and nothing is committed. The check reads the keys `reads`; the
+/// write commits only if they still hold the values the check saw.
 pub struct Attach<'a> {
     pub records: Vec<(String, String)>,
+    pub reads: Vec<String>,
     pub check: &'a (dyn Fn(&Warehouse) -> R<()> + Send + Sync),
+}
+
+impl Attach<'_> {
+    /// Runs the check and returns the records to commit: the preconditions (the values of
+    /// `reads` the check saw) and then `records`.
+    fn checked(&self, w: &Warehouse) -> R<Vec<CatalogRecord>> {
+        loop {
+            let state = w.catalog.state();
+            (self.check)(w)?;
+            if !Arc::ptr_eq(&state, &w.catalog.state()) {
+                continue; // the state moved while the check read it
+            }
+            let mut out: Vec<CatalogRecord> =
+                self.reads.iter().map(|k| Warehouse::expect(k, state.kv.get(k).map(String::as_str))).collect();
+            out.extend(
+                self.records.iter().map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() }),
+            );
+            return Ok(out);
+        }
+    }
 }
 
 impl std::fmt::Debug for Attach<'_> {
@@ -280,14 +302,15 @@ impl Warehouse {
             if meta.id != first.id {
                 break; // dropped and re-created under us
             }
-            if let Some(attach) = attach {
-                if let Err(e) = (attach.check)(self) {
+            let extra = match attach.map(|a| a.checked(self)).transpose() {
+                Ok(extra) => extra.unwrap_or_default(),
+                Err(e) => {
                     if let Some((_, seg)) = inserted {
                         self.discard(&[seg.key]).await;
                     }
                     return Err(e);
                 }
-            }
+            };
             let keys = match meta.def.model {
                 KeyModel::Primary => Some(KeyEncoder::new(&meta)?),
                 KeyModel::Duplicate => None,
@@ -330,14 +353,9 @@ impl Warehouse {
                     None => return Ok(0),
                     Some(attach) => {
                         // Nothing changes in the table; the attached records still commit.
-                        let records = attach
-                            .records
-                            .iter()
-                            .map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() })
-                            .collect();
-                        let expect = attach.records.clone();
+                        let expect = &attach.records;
                         let landed = |w: &Warehouse| expect.iter().all(|(k, v)| w.kv_get(k).as_ref() == Some(v));
-                        if self.submit(records, landed).await? {
+                        if self.submit(extra, landed).await? {
                             return Ok(0);
                         }
                         continue;
@@ -378,7 +396,6 @@ impl Warehouse {
                 }
             };
             next.segments.extend(new_segment.clone());
-            let extra = attach.map(|a| a.records.clone()).unwrap_or_default();
             if self.commit_table(&mut next, garbage, extra).await? {
                 if keys.is_some() {
                     let index = &mut writer.index;
