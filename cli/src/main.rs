@@ -3,6 +3,8 @@
 //! - `automq standalone [--data-dir DIR]`: a Kafka-compatible broker and a MySQL-protocol query
 //!   node in one process, on a local directory (file WAL, objects under `DIR/objects`), or on
 //!   an S3-compatible bucket with `--s3 URL`.
+//! - `automq demo`: the reference workload in small against a running standalone or cluster
+//!   (Debezium change events of a booking platform, routine loads, the merchant homepage).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ use automq_broker::config::BrokerConfig;
 use automq_broker::RunningBroker;
 use automq_warehouse::node::{QueryNodeConfig, RunningQueryNode};
 use clap::{Parser, Subcommand};
+
+mod demo;
 
 #[derive(Debug, Parser)]
 #[command(name = "automq", version, about = "Kafka-compatible streaming on object storage, with a real-time warehouse")]
@@ -24,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run a broker and a query node in one process (embedded defaults: a local directory).
     Standalone(Standalone),
+    /// Play a booking platform's change events into a running standalone or cluster, load
+    /// them into tables and show the merchant homepage refreshing as they arrive.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +66,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Standalone(args) => standalone(args).await,
+        Command::Demo(args) => demo::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

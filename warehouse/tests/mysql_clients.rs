@@ -300,3 +300,29 @@ print("ok")
     .unwrap();
     assert_eq!(out.trim(), "ok");
 }
+
+/// Our own client (used by `automq demo`): password authentication, result sets with NULLs,
+/// OK packets, server errors, and a wrong password refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_authenticates_reads_rows_and_errors() {
+    use automq_warehouse::mysql::client::{Client, ClientError, QueryResult};
+    let addr = start().await.to_string();
+    let mut c = Client::connect(&addr, "app", "s3cret", Some("shop")).await.unwrap();
+    let QueryResult::Rows { columns, rows } = c.query("SELECT people").await.unwrap() else { panic!("no rows") };
+    assert_eq!(columns, ["id", "name"]);
+    assert_eq!(rows.len(), 3000);
+    assert_eq!(rows[1], [Some("1".to_string()), Some("name-1".to_string())]);
+    assert_eq!(rows[10], [Some("10".to_string()), None]);
+    assert_eq!(c.query("SELECT DATABASE()").await.unwrap().rows(), [[Some("shop".to_string())]]);
+    assert_eq!(c.query("UPDATE t").await.unwrap(), QueryResult::Ok { affected_rows: 7 });
+    match c.query("SELEC nonsense").await {
+        Err(ClientError::Server { code: 1064, .. }) => {}
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert_eq!(c.query("UPDATE t").await.unwrap(), QueryResult::Ok { affected_rows: 7 }, "usable after an error");
+    c.quit().await;
+    match Client::connect(&addr, "app", "wrong", None).await {
+        Err(ClientError::Server { code: 1045, .. }) => {}
+        other => panic!("expected access denied, got {other:?}"),
+    }
+}

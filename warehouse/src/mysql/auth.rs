@@ -89,44 +89,42 @@ pub fn nonce() -> [u8; 20] {
     n
 }
 
+/// A client's proof of `password` for `nonce` under `plugin` (what [`StoredCredential::verify`]
+/// checks). Any plugin other than native is answered the `caching_sha2_password` way.
+pub fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    let p = password.as_bytes();
+    match plugin {
+        NATIVE => {
+            let stage1 = Sha1::digest(p);
+            let mix = Sha1::new().chain_update(nonce).chain_update(Sha1::digest(stage1)).finalize();
+            stage1.iter().zip(mix.iter()).map(|(a, b)| a ^ b).collect()
+        }
+        _ => {
+            let stage1 = Sha256::digest(p);
+            let mix = Sha256::new().chain_update(Sha256::digest(stage1)).chain_update(nonce).finalize();
+            stage1.iter().zip(mix.iter()).map(|(a, b)| a ^ b).collect()
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// What a client computes (the reverse of `verify`), for tests.
-    pub(crate) fn client_response(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
-        if password.is_empty() {
-            return Vec::new();
-        }
-        let p = password.as_bytes();
-        match plugin {
-            NATIVE => {
-                let stage1 = Sha1::digest(p);
-                let mix = Sha1::new().chain_update(nonce).chain_update(Sha1::digest(stage1)).finalize();
-                stage1.iter().zip(mix.iter()).map(|(a, b)| a ^ b).collect()
-            }
-            _ => {
-                let stage1 = Sha256::digest(p);
-                let mix = Sha256::new().chain_update(Sha256::digest(stage1)).chain_update(nonce).finalize();
-                stage1.iter().zip(mix.iter()).map(|(a, b)| a ^ b).collect()
-            }
-        }
-    }
 
     #[test]
     fn both_plugins_accept_the_right_password_only() {
         let stored = StoredCredential::from_password("s3cret");
         let n = nonce();
         for plugin in [NATIVE, CACHING_SHA2] {
-            assert!(stored.verify(plugin, &n, &client_response(plugin, "s3cret", &n)), "{plugin}");
-            assert!(!stored.verify(plugin, &n, &client_response(plugin, "wrong", &n)), "{plugin}");
-            assert!(
-                !stored.verify(plugin, &nonce(), &client_response(plugin, "s3cret", &n)),
-                "{plugin}: another nonce"
-            );
+            assert!(stored.verify(plugin, &n, &scramble(plugin, "s3cret", &n)), "{plugin}");
+            assert!(!stored.verify(plugin, &n, &scramble(plugin, "wrong", &n)), "{plugin}");
+            assert!(!stored.verify(plugin, &nonce(), &scramble(plugin, "s3cret", &n)), "{plugin}: another nonce");
             assert!(!stored.verify(plugin, &n, b""), "{plugin}: an empty response");
         }
-        assert!(!stored.verify("sha256_password", &n, &client_response(CACHING_SHA2, "s3cret", &n)));
+        assert!(!stored.verify("sha256_password", &n, &scramble(CACHING_SHA2, "s3cret", &n)));
     }
 
     #[test]
@@ -146,7 +144,7 @@ pub(crate) mod tests {
             "2470c0c06dee42fd1618bb99005adca2ec9d1e19",
             "PASSWORD('password') in MySQL 5.7"
         );
-        let response = client_response(NATIVE, "password", b"12345678901234567890");
+        let response = scramble(NATIVE, "password", b"12345678901234567890");
         assert!(stored.verify(NATIVE, b"12345678901234567890", &response));
     }
 

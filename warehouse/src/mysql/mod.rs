@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod binary;
+pub mod client;
 pub mod error;
 pub mod packet;
 pub mod resultset;
