@@ -70,6 +70,16 @@ pub enum Error {
     #[error("catalog precondition failed: {0}")]
     PreconditionFailed(String),
 
+    /// The metadata log's writer (the controller) could not be reached, or lost its position:
+    /// whether a forwarded submission was applied is unknown. Retry it (with the same id).
+    #[error("metadata writer unavailable: {0}")]
+    Unavailable(String),
+
+    /// A submission was already applied (a retry after an ambiguous failure); nothing more
+    /// was applied.
+    #[error("catalog submission {0} was already applied")]
+    DuplicateSubmission(String),
+
     /// The WAL or engine hit an unrecoverable error earlier and refuses further work; the
     /// process must restart (and recover) to continue.
     #[error("storage is failed and must be reopened: {0}")]

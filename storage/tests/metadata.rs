@@ -55,7 +55,7 @@ fn log_config(prefix: &str) -> MetadataLogConfig {
 }
 
 fn catalog_config(snapshot_every: u64) -> CatalogConfig {
-    CatalogConfig { log: log_config("meta"), snapshot_every }
+    CatalogConfig { log: log_config("meta"), snapshot_every, ..CatalogConfig::default() }
 }
 
 fn manual_clock() -> (Arc<ManualClock>, SharedClock) {
@@ -379,7 +379,7 @@ async fn a_reopened_catalog_has_the_same_state(store: SharedStore) {
     assert_eq!(*reopened.state(), *catalog.state());
 
     // Through a snapshot every three entries, on a second log in the same bucket.
-    let config = CatalogConfig { log: log_config("meta-snapshotted"), snapshot_every: 3 };
+    let config = CatalogConfig { log: log_config("meta-snapshotted"), snapshot_every: 3, ..CatalogConfig::default() };
     let catalog = Catalog::open(store.clone(), config.clone(), shared.clone()).await.unwrap();
     catalog_workload(&catalog).await;
     assert_eq!(seqs(&store, "meta-snapshotted", "snapshot").await, [3, 6, 9]);

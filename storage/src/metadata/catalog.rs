@@ -7,12 +7,25 @@
 //!
 //! If an append fails (fenced, or an error after which the entry may or may not exist), the
 //! catalog stops accepting writes: its state can no longer be trusted to match the log, and
-//! the owner must reopen it.
+//! the owner must [`Catalog::refresh`] (or reopen) it.
+//!
+//! A catalog is either the log's **writer** or a **follower** of it (a broker that is not the
+//! controller). A follower never touches the bucket in steady state: it forwards submissions
+//! to the writer through a [`LogWriter`] (each tagged with a [`CatalogRecord::Submission`]
+//! id, so a retry after an ambiguous failure applies once), and applies the entries the
+//! writer committed ([`Catalog::feed`] on the writer, [`Catalog::apply_entries`] on the
+//! follower). A follower answers a submission only once it has applied the entry holding it
+//! (it reads its own writes). A follower becomes the writer with [`Catalog::become_writer`]
+//! (it reads what it missed from the bucket first) and goes back with [`Catalog::follow`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::log::{MetadataLog, MetadataLogConfig, Recovered};
 use super::state::{CatalogRecord, CatalogState};
@@ -25,12 +38,47 @@ pub struct CatalogConfig {
     pub log: MetadataLogConfig,
     /// Write a snapshot after this many log entries.
     pub snapshot_every: u64,
+    /// Entries the writer keeps in memory for followers; one further behind gets the state.
+    pub feed_entries: usize,
+    /// How long a follower keeps retrying a submission the writer cannot be reached for.
+    pub forward_timeout: Duration,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        CatalogConfig { log: MetadataLogConfig::default(), snapshot_every: 1000 }
+        CatalogConfig {
+            log: MetadataLogConfig::default(),
+            snapshot_every: 1000,
+            feed_entries: 4096,
+            forward_timeout: Duration::from_secs(30),
+        }
     }
+}
+
+/// The log's writer, as a follower reaches it (the controller's RPC endpoint).
+#[async_trait]
+pub trait LogWriter: Send + Sync + std::fmt::Debug {
+    /// Forwards one submission (its first record is its [`CatalogRecord::Submission`] id) and
+    /// returns the sequence number of an entry at or after the one holding it (a duplicate
+    /// answers with the writer's current position). [`Error::Unavailable`] means the outcome
+    /// is unknown (the caller retries with the same id); any other error is the writer's
+    /// definitive refusal.
+    async fn forward(&self, records: &[CatalogRecord]) -> Result<u64>;
+}
+
+/// What a follower gets from [`Catalog::feed`].
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// Entries after the follower's position, in order (none if nothing new arrived in time).
+    Entries(Vec<(u64, Bytes)>),
+    /// The whole state (JSON), when the follower is further behind than the writer remembers.
+    State(Bytes),
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    Writer,
+    Follower(Arc<dyn LogWriter>),
 }
 
 type Submission = (Vec<CatalogRecord>, oneshot::Sender<Result<u64>>);
@@ -46,9 +94,14 @@ pub struct Catalog {
     config: CatalogConfig,
     clock: SharedClock,
     state: Mutex<Arc<CatalogState>>,
+    /// The applied sequence number, for waiting on it (followers, feeds).
+    applied: watch::Sender<u64>,
     queue: Mutex<Vec<Submission>>,
     writer: tokio::sync::Mutex<Writer>,
     failed: Mutex<Option<String>>,
+    role: Mutex<Role>,
+    /// The writer's newest committed entries, for followers.
+    recent: Mutex<VecDeque<(u64, Bytes)>>,
     /// Ourselves, for the group-commit task.
     me: std::sync::Weak<Catalog>,
 }
@@ -58,18 +111,22 @@ fn replay(recovered: Recovered) -> Result<CatalogState> {
 }
 
 /// Applies what the log returned to `base` (the state at the reader's old position), or to the
-/// snapshot it returned.
+/// snapshot it returned if that is newer. Entries `base` already holds are skipped.
 fn replay_onto(base: CatalogState, recovered: Recovered) -> Result<CatalogState> {
     let mut state = match recovered.snapshot {
-        Some((seq, bytes)) => {
+        Some((seq, bytes)) if seq > base.applied_seq => {
             let mut s: CatalogState = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::corrupt(format!("metadata snapshot {seq}"), e.to_string()))?;
             s.applied_seq = seq;
             s
         }
-        None => base,
+        _ => base,
     };
     for (seq, payload) in recovered.entries {
+        // Sequence numbers may skip: a torn entry (a writer crashed mid-write) is void.
+        if seq <= state.applied_seq {
+            continue;
+        }
         let records: Vec<CatalogRecord> = serde_json::from_slice(&payload)
             .map_err(|e| Error::corrupt(format!("metadata log entry {seq}"), e.to_string()))?;
         for record in &records {
@@ -86,6 +143,7 @@ fn replay_onto(base: CatalogState, recovered: Recovered) -> Result<CatalogState>
 
 impl Catalog {
     /// Opens the catalog: reads the newest snapshot and the log after it.
+    /// The catalog opens as the log's writer; see [`Self::follow`].
     pub async fn open(store: SharedStore, config: CatalogConfig, clock: SharedClock) -> Result<Arc<Self>> {
         let (log, recovered) = MetadataLog::open(store, config.log.clone(), clock.clone()).await?;
         let entries = recovered.entries.len() as u64;
@@ -96,15 +154,35 @@ impl Catalog {
             objects = state.objects.len(),
             "catalog opened"
         );
+        let (applied, _) = watch::channel(state.applied_seq);
         Ok(Arc::new_cyclic(|me| Catalog {
             config,
             clock,
             state: Mutex::new(Arc::new(state)),
+            applied,
             queue: Mutex::new(Vec::new()),
             writer: tokio::sync::Mutex::new(Writer { log, entries_since_snapshot: entries }),
             failed: Mutex::new(None),
+            role: Mutex::new(Role::Writer),
+            recent: Mutex::new(VecDeque::new()),
             me: me.clone(),
         }))
+    }
+
+    fn publish(&self, state: Arc<CatalogState>) {
+        let seq = state.applied_seq;
+        *self.state.lock() = state;
+        self.applied.send_replace(seq);
+    }
+
+    /// The applied sequence number, as a watch (changes whenever the state does).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Whether this catalog is the log's writer.
+    pub fn is_writer(&self) -> bool {
+        matches!(*self.role.lock(), Role::Writer)
     }
 
     /// The current committed state.
@@ -116,8 +194,77 @@ impl Catalog {
         self.clock.now_ms()
     }
 
-    /// Commits `records` atomically (all or none), returning the log sequence they landed in.
+    /// Commits `records` atomically (all or none), returning the log sequence they landed in
+    /// (on a follower: forwarded to the writer; the state holds them when this returns).
     pub async fn submit(&self, records: Vec<CatalogRecord>) -> Result<u64> {
+        let role = self.role.lock().clone();
+        match role {
+            Role::Writer => self.submit_local(records).await,
+            Role::Follower(_) => {
+                let mut tagged = vec![CatalogRecord::Submission { id: format!("{:032x}", rand::random::<u128>()) }];
+                tagged.extend(records);
+                self.forward(tagged).await
+            }
+        }
+    }
+
+    /// Forwards a tagged submission to the writer until it answers (or this catalog becomes
+    /// the writer), then waits until the state holds it.
+    async fn forward(&self, records: Vec<CatalogRecord>) -> Result<u64> {
+        let deadline = Instant::now() + self.config.forward_timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let role = self.role.lock().clone();
+            let outcome = match role {
+                Role::Writer => self.accept_forwarded(records.clone()).await,
+                Role::Follower(writer) => writer.forward(&records).await,
+            };
+            match outcome {
+                Ok(seq) => {
+                    self.wait_applied(seq, deadline).await?;
+                    return Ok(seq);
+                }
+                Err(Error::Unavailable(msg)) if Instant::now() < deadline => {
+                    tracing::debug!(reason = %msg, "metadata writer unreachable; retrying the submission");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// On the writer: a follower's forwarded submission (see [`LogWriter::forward`] for what
+    /// the answers mean).
+    pub async fn accept_forwarded(&self, records: Vec<CatalogRecord>) -> Result<u64> {
+        if !self.is_writer() {
+            return Err(Error::Unavailable("this node is not the metadata log writer".into()));
+        }
+        match self.submit_local(records).await {
+            Err(Error::DuplicateSubmission(_)) => Ok(self.state().applied_seq),
+            Err(e @ (Error::Fenced(_) | Error::Failed(_) | Error::Closed | Error::Io { .. })) => {
+                Err(Error::Unavailable(e.to_string()))
+            }
+            Err(e @ Error::ObjectStore { .. }) => Err(Error::Unavailable(e.to_string())),
+            other => other,
+        }
+    }
+
+    /// Waits until the state has applied entry `seq`.
+    async fn wait_applied(&self, seq: u64, deadline: Instant) -> Result<()> {
+        let mut applied = self.applied.subscribe();
+        let outcome =
+            tokio::time::timeout_at(deadline.into(), applied.wait_for(|a| *a >= seq)).await.map(|r| r.is_ok());
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Closed),
+            Err(_) => {
+                Err(Error::Unavailable(format!("metadata entry {seq} was committed but has not reached this node yet")))
+            }
+        }
+    }
+
+    async fn submit_local(&self, records: Vec<CatalogRecord>) -> Result<u64> {
         if let Some(msg) = self.failed.lock().clone() {
             return Err(Error::Failed(msg));
         }
@@ -183,11 +330,24 @@ impl Catalog {
                 return;
             }
         };
+        if !self.is_writer() {
+            for tx in waiting {
+                let _ = tx.send(Err(Error::Unavailable("this node stopped writing the metadata log".into())));
+            }
+            return;
+        }
         match writer.log.append(&payload).await {
             Ok(seq) => {
                 next.applied_seq = seq;
                 let next = Arc::new(next);
-                *self.state.lock() = next.clone();
+                {
+                    let mut recent = self.recent.lock();
+                    recent.push_back((seq, Bytes::from(payload)));
+                    while recent.len() > self.config.feed_entries {
+                        recent.pop_front();
+                    }
+                }
+                self.publish(next.clone());
                 for tx in waiting {
                     let _ = tx.send(Ok(seq));
                 }
@@ -231,19 +391,91 @@ impl Catalog {
     /// Also recovers from a failed append (fenced, or ambiguous): the state is re-read from the
     /// log, so it matches the log again and writes are accepted. Returns whether anything
     /// changed.
+    /// A follower learns from its writer instead, and does nothing here.
     pub async fn refresh(&self) -> Result<bool> {
+        if !self.is_writer() {
+            return Ok(false);
+        }
         let mut writer = self.writer.lock().await;
         let failed = self.failed.lock().is_some();
         if !failed && !writer.log.poll_new().await? {
             return Ok(false);
         }
+        self.catch_up(&mut writer).await?;
+        Ok(true)
+    }
+
+    async fn catch_up(&self, writer: &mut Writer) -> Result<()> {
         let recovered = writer.log.catch_up().await?;
-        let changed = recovered.snapshot.is_some() || !recovered.entries.is_empty();
         writer.entries_since_snapshot += recovered.entries.len() as u64;
         let state = replay_onto((*self.state()).clone(), recovered)?;
-        *self.state.lock() = Arc::new(state);
+        self.recent.lock().clear();
+        self.publish(Arc::new(state));
         *self.failed.lock() = None;
-        Ok(changed || failed)
+        Ok(())
+    }
+
+    /// Makes this catalog the log's writer: reads from the bucket what it has not applied yet
+    /// (it may have followed a writer that is gone), then accepts submissions itself. Whether
+    /// it really is the writer is settled by its next append (see `MetadataLog`).
+    pub async fn become_writer(&self) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        writer.log.advance_to(self.state().applied_seq + 1);
+        self.catch_up(&mut writer).await?;
+        *self.role.lock() = Role::Writer;
+        tracing::info!(applied_seq = self.state().applied_seq, "catalog is the metadata log writer");
+        Ok(())
+    }
+
+    /// Makes this catalog a follower of `writer`: submissions are forwarded to it, and the
+    /// state changes only through [`Self::apply_entries`] / [`Self::apply_state`].
+    pub fn follow(&self, writer: Arc<dyn LogWriter>) {
+        *self.role.lock() = Role::Follower(writer);
+        self.recent.lock().clear();
+    }
+
+    /// On the writer: what a follower at `after` is missing, waiting up to `wait` for news.
+    pub async fn feed(&self, after: u64, wait: Duration) -> Result<Feed> {
+        if !self.is_writer() {
+            return Err(Error::Unavailable("this node is not the metadata log writer".into()));
+        }
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(wait, applied.wait_for(|a| *a > after)).await;
+        let current = self.state();
+        if current.applied_seq <= after {
+            return Ok(Feed::Entries(Vec::new()));
+        }
+        {
+            let recent = self.recent.lock();
+            if recent.front().is_some_and(|(first, _)| *first <= after + 1) {
+                return Ok(Feed::Entries(recent.iter().filter(|(seq, _)| *seq > after).cloned().collect()));
+            }
+        }
+        let json =
+            serde_json::to_vec(&*current).map_err(|e| Error::Failed(format!("cannot encode the catalog: {e}")))?;
+        Ok(Feed::State(Bytes::from(json)))
+    }
+
+    /// On a follower: applies entries the writer committed (from [`Self::feed`], which sends
+    /// every entry after the follower's position). Entries already applied are skipped.
+    pub fn apply_entries(&self, entries: Vec<(u64, Bytes)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let recovered = Recovered { snapshot: None, entries };
+        let state = replay_onto((*self.state()).clone(), recovered)?;
+        self.publish(Arc::new(state));
+        Ok(())
+    }
+
+    /// On a follower: replaces the state with the writer's (from [`Self::feed`]), if newer.
+    pub fn apply_state(&self, json: &[u8]) -> Result<()> {
+        let state: CatalogState =
+            serde_json::from_slice(json).map_err(|e| Error::corrupt("catalog state from the writer", e.to_string()))?;
+        if state.applied_seq > self.state().applied_seq {
+            self.publish(Arc::new(state));
+        }
+        Ok(())
     }
 
     /// Writes a snapshot now (tests, shutdown).

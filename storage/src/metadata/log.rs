@@ -280,6 +280,12 @@ impl MetadataLog {
         Ok(false)
     }
 
+    /// Moves our position forward to `next_seq` (entries before it were learnt from the
+    /// writer, not read here), so that [`Self::catch_up`] reads only what follows them.
+    pub fn advance_to(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
     /// The sequence number the next append will claim.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

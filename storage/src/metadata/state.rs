@@ -147,7 +147,17 @@ pub enum CatalogRecord {
         key: String,
         digest: Option<String>,
     },
+    /// Names the submission whose records follow, so that a submission retried after an
+    /// ambiguous failure (its forwarding to the log's writer timed out, the writer changed)
+    /// is recognised and applied once: refused with [`Error::DuplicateSubmission`] if
+    /// `id` is among the last [`RECENT_SUBMISSIONS`] ids applied.
+    Submission {
+        id: String,
+    },
 }
+
+/// How many submission ids the state remembers (see [`CatalogRecord::Submission`]).
+pub const RECENT_SUBMISSIONS: usize = 4096;
 
 /// The digest a [`CatalogRecord::KvExpect`] compares: SHA-256 of the value, in hex.
 pub fn kv_digest(value: &str) -> String {
@@ -164,6 +174,9 @@ pub struct CatalogState {
     pub objects: BTreeMap<ObjectId, Arc<DataObject>>,
     pub deleting: BTreeMap<ObjectId, Deleting>,
     pub kv: BTreeMap<String, String>,
+    /// The newest submission ids applied, oldest first (see [`CatalogRecord::Submission`]).
+    #[serde(default)]
+    pub recent_submissions: std::collections::VecDeque<String>,
 }
 
 fn invalid<T>(msg: String) -> Result<T> {
@@ -255,6 +268,11 @@ impl CatalogState {
             CatalogRecord::KvExpect { key, digest } => {
                 if self.kv.get(key).map(|v| kv_digest(v)) != *digest {
                     return Err(Error::PreconditionFailed(format!("catalog key {key:?} changed")));
+                }
+            }
+            CatalogRecord::Submission { id } => {
+                if self.recent_submissions.contains(id) {
+                    return Err(Error::DuplicateSubmission(id.clone()));
                 }
             }
         }
@@ -472,6 +490,12 @@ impl CatalogState {
                 self.kv.remove(key);
             }
             CatalogRecord::KvExpect { .. } => {}
+            CatalogRecord::Submission { id } => {
+                if self.recent_submissions.len() >= RECENT_SUBMISSIONS {
+                    self.recent_submissions.pop_front();
+                }
+                self.recent_submissions.push_back(id.clone());
+            }
         }
     }
 
@@ -666,6 +690,20 @@ mod tests {
         assert_eq!(st.kv["t"], "v1", "an expectation changes nothing");
         run(&mut st, CatalogRecord::KvDelete { key: "t".into() }).unwrap();
         run(&mut st, expect(None)).unwrap();
+    }
+
+    #[test]
+    fn a_submission_applies_once_among_the_recent_ones() {
+        let mut st = CatalogState::default();
+        let sub = |i: usize| CatalogRecord::Submission { id: format!("s{i}") };
+        run(&mut st, sub(0)).unwrap();
+        assert!(matches!(st.check(&sub(0)), Err(Error::DuplicateSubmission(_))));
+        for i in 1..=RECENT_SUBMISSIONS {
+            run(&mut st, sub(i)).unwrap();
+        }
+        assert_eq!(st.recent_submissions.len(), RECENT_SUBMISSIONS);
+        st.check(&sub(0)).expect("forgotten once enough newer ones were applied");
+        assert!(st.check(&sub(RECENT_SUBMISSIONS)).is_err());
     }
 
     #[test]

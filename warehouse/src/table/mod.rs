@@ -222,7 +222,7 @@ impl Warehouse {
     pub async fn open(store: SharedStore, config: WarehouseConfig, clock: SharedClock) -> R<Arc<Self>> {
         let catalog_config = CatalogConfig {
             log: MetadataLogConfig { prefix: config.meta_prefix.clone(), ..MetadataLogConfig::default() },
-            snapshot_every: 1000,
+            ..CatalogConfig::default()
         };
         let catalog = Catalog::open(store.clone(), catalog_config, clock.clone()).await?;
         let cache = SegmentCache::new(config.cache_bytes);
