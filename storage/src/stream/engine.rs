@@ -291,6 +291,20 @@ impl StreamEngine {
         &self.inner.catalog
     }
 
+    /// Takes over a dead node's S3 WAL (see [`crate::wal::take_over`]): fences it up to
+    /// `up_to_epoch` and commits what it acknowledged and never uploaded, for the streams it
+    /// still owns, under their current epochs. Afterwards those streams can be opened
+    /// elsewhere without losing anything. Returns how many records were committed.
+    #[tracing::instrument(skip(self, wal))]
+    pub async fn adopt_wal(&self, wal: &crate::wal::S3WalConfig, up_to_epoch: u64) -> Result<usize> {
+        let inner = &self.inner;
+        let taken = crate::wal::take_over(&inner.store, wal, &inner.clock, up_to_epoch).await?;
+        let records = taken.records.clone();
+        let kept = inner.commit_recovered(records, wal.node_id).await?;
+        taken.discard(&inner.store).await?;
+        Ok(kept)
+    }
+
     /// Whether the engine can take appends (for readiness probes).
     pub fn is_healthy(&self) -> bool {
         self.inner.failed.lock().is_none()

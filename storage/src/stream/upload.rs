@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::engine::Inner;
 use super::format::{ObjectBuilder, StoredBatch};
-use crate::metadata::{CatalogRecord, DataObject, ObjectKind, StreamEnd, StreamId};
+use crate::metadata::{CatalogRecord, DataObject, NodeId, ObjectKind, StreamEnd, StreamId};
 use crate::wal::{RecoveredRecord, WalPosition};
 use crate::{Error, Result};
 
@@ -240,6 +240,16 @@ impl Inner {
     /// streams this node owns. Then trims the WAL past them.
     pub(crate) async fn recover(&self, recovered: Vec<RecoveredRecord>) -> Result<()> {
         let Some(last) = recovered.iter().map(|r| r.position).max() else { return Ok(()) };
+        self.commit_recovered(recovered, self.config.node_id).await?;
+        self.wal.trim(last).await?;
+        self.cache.lock().trimmed_to = Some(last);
+        Ok(())
+    }
+
+    /// Uploads and commits WAL records `owner` acknowledged and never uploaded, under the
+    /// streams' current epochs: only for streams `owner` still owns (or nobody does), and only
+    /// what lies past each stream's committed end. Returns how many records were committed.
+    pub(crate) async fn commit_recovered(&self, recovered: Vec<RecoveredRecord>, owner: NodeId) -> Result<usize> {
         let state = self.catalog.state();
         let mut runs: BTreeMap<StreamId, (u64, Run)> = BTreeMap::new();
         let (mut kept, mut skipped) = (0usize, 0usize);
@@ -248,8 +258,8 @@ impl Inner {
                 skipped += 1;
                 continue;
             };
-            if meta.owner.is_some_and(|o| o != self.config.node_id) {
-                tracing::warn!(stream_id = r.stream_id, owner = ?meta.owner, "WAL holds records of a stream another node owns; leaving them");
+            if meta.owner.is_some_and(|o| o != owner) {
+                tracing::warn!(stream_id = r.stream_id, owner = ?meta.owner, wal_of = owner, "WAL holds records of a stream another node owns; leaving them");
                 skipped += 1;
                 continue;
             }
@@ -284,10 +294,8 @@ impl Inner {
             let objects = build_objects(self, &runs);
             self.commit_upload(&objects, ends).await?;
         }
-        tracing::info!(kept, skipped, "WAL recovery committed");
-        self.wal.trim(last).await?;
-        self.cache.lock().trimmed_to = Some(last);
-        Ok(())
+        tracing::info!(kept, skipped, wal_of = owner, "WAL records committed");
+        Ok(kept)
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 pub use file::{FileWal, FileWalConfig};
 pub use record::{decode_frame, encode_frame, Decoded, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
-pub use s3::{S3Wal, S3WalConfig};
+pub use s3::{take_over, S3Wal, S3WalConfig, TakenOver};
 
 use crate::{Error, Result};
 

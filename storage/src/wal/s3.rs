@@ -230,13 +230,16 @@ pub(crate) struct FencedWal {
     expired: Vec<String>,
 }
 
-/// Fences every epoch of `config.node_id`'s WAL and reads back every record that may have
-/// been acknowledged. Used by [`S3Wal::open`] and by a peer taking over a crashed node.
+/// Fences every epoch of `config.node_id`'s WAL (up to `up_to_epoch`, when given: a peer
+/// taking over one dead incarnation leaves a newer one alone) and reads back every record
+/// that may have been acknowledged. Used by [`S3Wal::open`] and by a peer taking over a
+/// crashed node ([`take_over`]).
 pub(crate) async fn fence_node(
     store: &SharedStore,
     config: &S3WalConfig,
     clock: &SharedClock,
     writer: u64,
+    up_to_epoch: Option<u64>,
 ) -> Result<FencedWal> {
     let prefix = config.node_prefix();
     let mut epochs: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
@@ -251,6 +254,9 @@ pub(crate) async fn fence_node(
             },
             None => tracing::warn!(key = %meta.key, "ignoring unexpected object in the WAL prefix"),
         }
+    }
+    if let Some(up_to) = up_to_epoch {
+        epochs.retain(|e, _| *e <= up_to);
     }
     let mut out = FencedWal { max_epoch: epochs.keys().next_back().copied().unwrap_or(0), ..Default::default() };
     let now = clock.now_ms();
@@ -349,6 +355,45 @@ pub(crate) async fn fence_node(
     Ok(out)
 }
 
+/// A dead node's WAL, taken over by a peer: its records, and the objects to delete once they
+/// are persisted elsewhere.
+#[derive(Debug)]
+pub struct TakenOver {
+    pub records: Vec<RecoveredRecord>,
+    objects: Vec<String>,
+}
+
+/// Takes over `config.node_id`'s WAL up to epoch `up_to_epoch` (the dead incarnation's):
+/// fences it, so that process can never acknowledge anything again, and returns every record
+/// it may have acknowledged. Persist them, then [`TakenOver::discard`] the objects.
+pub async fn take_over(
+    store: &SharedStore,
+    config: &S3WalConfig,
+    clock: &SharedClock,
+    up_to_epoch: u64,
+) -> Result<TakenOver> {
+    let fenced = fence_node(store, config, clock, rand::random(), Some(up_to_epoch)).await?;
+    let objects = fenced.objects.keys().map(|(e, s)| config.data_key(*e, *s)).collect();
+    tracing::info!(
+        node = config.node_id,
+        up_to_epoch,
+        records = fenced.records.len(),
+        "took over a dead node's S3 WAL"
+    );
+    Ok(TakenOver { records: fenced.records, objects })
+}
+
+impl TakenOver {
+    /// Deletes the data objects read (ascending, as trimming does; the fences stay, so a
+    /// reader finds where each epoch ended).
+    pub async fn discard(self, store: &SharedStore) -> Result<()> {
+        for key in self.objects {
+            store.delete(&key).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The position `epoch`'s writer started at, from its start marker; 0 when the marker is gone
 /// (deleted since the listing) or torn (its writer never opened, so it wrote nothing).
 async fn start_position(store: &SharedStore, config: &S3WalConfig, epoch: u64) -> Result<u64> {
@@ -376,7 +421,7 @@ impl S3Wal {
         clock: SharedClock,
     ) -> Result<(Self, Vec<RecoveredRecord>)> {
         let writer = rand::random::<u64>();
-        let fenced = fence_node(&store, &config, &clock, writer).await?;
+        let fenced = fence_node(&store, &config, &clock, writer, None).await?;
         let epoch = fenced.max_epoch + 1;
         let start = Header {
             kind: KIND_START,
