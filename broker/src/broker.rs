@@ -1,10 +1,14 @@
-//! The broker: storage engine, topics and partitions, producer ids, groups.
+//! The broker: storage engine, topics and the partitions it leads, producer ids, groups, and
+//! its place in the cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::OnceLock;
+
 use automq_storage::clock::{self, SharedClock};
+use automq_storage::metadata::state::kv_digest;
 use automq_storage::metadata::{Catalog, CatalogConfig, CatalogRecord};
 use automq_storage::object_store::{self, StoreOptions};
 use automq_storage::stream::{StreamEngine, StreamEngineConfig, StreamMetrics};
@@ -12,7 +16,10 @@ use automq_storage::wal::{FileWal, FileWalConfig, S3Wal, S3WalConfig, Wal};
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
+use crate::cluster::records::WalKind;
+use crate::cluster::{Cluster, Identity};
 use crate::config::{BrokerConfig, WalChoice};
 use crate::error::{Error, Result};
 use crate::groups::GroupCoordinator;
@@ -26,12 +33,52 @@ const CLUSTER_ID_KEY: &str = "cluster/id";
 const PRODUCER_ID_KEY: &str = "producer_ids/next";
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// A topic and its open partitions.
+/// A topic and the partitions this broker leads.
 #[derive(Debug)]
 pub struct Topic {
     pub meta: TopicMeta,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Digest of the catalog record `meta` was read from (changes are compare-and-set on it).
+    digest: String,
+    /// By partition index: open here (this broker leads it) or not.
+    partitions: RwLock<Vec<Option<Arc<Partition>>>>,
+}
+
+impl Topic {
+    fn new(meta: TopicMeta, config: TopicConfig, digest: String, open: &[Option<Arc<Partition>>]) -> Self {
+        let mut partitions: Vec<Option<Arc<Partition>>> = open.to_vec();
+        partitions.resize(meta.partitions.len(), None);
+        Topic { meta, config, digest, partitions: RwLock::new(partitions) }
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.meta.partitions.len()
+    }
+
+    /// The partition, if this broker leads it: UNKNOWN_TOPIC_OR_PARTITION past the topic's
+    /// partitions, NOT_LEADER_OR_FOLLOWER when another broker leads it (or none yet).
+    pub fn led(&self, index: i32) -> Result<Arc<Partition>> {
+        let i = usize::try_from(index).ok().filter(|i| *i < self.partition_count()).ok_or_else(|| {
+            Error::kafka(ResponseError::UnknownTopicOrPartition, format!("{} has no partition {index}", self.meta.name))
+        })?;
+        self.partitions.read()[i].clone().ok_or_else(|| {
+            Error::kafka(
+                ResponseError::NotLeaderOrFollower,
+                format!("this broker does not lead {}-{index}", self.meta.name),
+            )
+        })
+    }
+
+    /// The partitions this broker leads.
+    pub fn led_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().iter().flatten().cloned().collect()
+    }
+
+    pub(crate) fn set_partition(&self, index: usize, partition: Option<Arc<Partition>>) {
+        if let Some(slot) = self.partitions.write().get_mut(index) {
+            *slot = partition;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -39,14 +86,17 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub engine: StreamEngine,
+    pub cluster: Arc<Cluster>,
     pub groups: GroupCoordinator,
     pub metrics: BrokerMetrics,
-    pub registry: Mutex<Registry>,
+    pub registry: Arc<Mutex<Registry>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic creation, deletion and changes.
+    /// Serialises topic creation, deletion and changes made through this broker.
     topic_changes: tokio::sync::Mutex<()>,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     advertised: (String, i32),
+    /// Partitions the ownership task is opening or closing.
+    pub(crate) moving: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
@@ -54,97 +104,173 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The storage pieces a broker is built on, opened before its cluster tasks start.
+struct Opened {
+    engine: StreamEngine,
+    cluster: Arc<Cluster>,
+}
+
 impl Broker {
-    /// Opens storage (recovering the WAL), loads topics and opens every partition.
-    pub async fn start(config: BrokerConfig) -> Result<Arc<Broker>> {
+    /// Opens storage, joins the cluster (claiming the controller role if nobody holds it,
+    /// else following the controller), recovers the WAL and starts the cluster tasks: the
+    /// metadata feed, heartbeats, the controller's passes and partition ownership. The HTTP
+    /// listener serves the internal API from the moment the broker can answer it.
+    pub async fn start(
+        config: BrokerConfig,
+        http: tokio::net::TcpListener,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Arc<Broker>, Vec<tokio::task::JoinHandle<()>>)> {
         let mut registry = Registry::default();
         let clock: SharedClock = clock::system();
         let url = config.object_store_url();
         let store =
             object_store::open(&url, &StoreOptions::default(), Some(registry.sub_registry_with_prefix(""))).await?;
+        let registry = Arc::new(Mutex::new(registry));
         let catalog = Catalog::open(store.clone(), CatalogConfig::default(), clock.clone()).await?;
         let wal_choice = config.wal_choice().map_err(Error::Config)?;
-        let (wal, recovered): (Arc<dyn Wal>, _) = match &wal_choice {
+        let advertised = parse_advertised(&config)?;
+        let identity = Identity {
+            node_id: config.node_id,
+            incarnation: rand::random::<u64>() >> 1,
+            host: advertised.0.clone(),
+            port: advertised.1,
+            http: config.advertised_http.clone().unwrap_or_else(|| config.http_listen.to_string()),
+            rack: config.rack.clone(),
+            wal: match wal_choice {
+                WalChoice::S3 => WalKind::S3,
+                WalChoice::File(_) => WalKind::File,
+            },
+            wal_epoch: None,
+        };
+        let cluster = Cluster::new(config.cluster_config(), identity, catalog.clone());
+        let slot: Arc<OnceLock<Arc<Broker>>> = Arc::new(OnceLock::new());
+        let mut tasks = Vec::new();
+        tasks.push(crate::http::serve(http, cluster.clone(), registry.clone(), slot.clone(), stop.clone()));
+        cluster.bootstrap().await?;
+        tasks.push(tokio::spawn(cluster.clone().run_metadata(stop.clone())));
+        let opened =
+            Self::open_storage(&config, &wal_choice, store, catalog.clone(), clock, cluster, &registry).await?;
+        let Opened { engine, cluster } = opened;
+
+        let cluster_id = Self::cluster_id(&config, &catalog).await?;
+        let metrics = BrokerMetrics::new(&mut registry.lock());
+        let broker = Arc::new(Broker {
+            groups: GroupCoordinator::new(),
+            cluster_id,
+            engine,
+            cluster: cluster.clone(),
+            metrics,
+            registry,
+            topics: RwLock::new(BTreeMap::new()),
+            topic_changes: tokio::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            advertised,
+            config,
+            moving: Mutex::new(Default::default()),
+        });
+        let _ = slot.set(broker.clone());
+        broker.sync_topics();
+        tasks.push(tokio::spawn(cluster.clone().run_heartbeats(stop.clone())));
+        tasks.push(tokio::spawn(cluster.clone().run_controller(broker.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::cluster::ownership::run(broker.clone(), stop.clone())));
+        broker.ensure_offsets_topic().await?;
+        tracing::info!(
+            cluster_id = %broker.cluster_id,
+            node_id = broker.config.node_id,
+            controller = broker.cluster.is_controller(),
+            topics = broker.topics.read().len(),
+            object_store = %url,
+            wal = ?wal_choice,
+            "broker started"
+        );
+        Ok((broker, tasks))
+    }
+
+    async fn open_storage(
+        config: &BrokerConfig,
+        wal_choice: &WalChoice,
+        store: object_store::SharedStore,
+        catalog: Arc<Catalog>,
+        clock: SharedClock,
+        cluster: Arc<Cluster>,
+        registry: &Mutex<Registry>,
+    ) -> Result<Opened> {
+        let (wal, recovered): (Arc<dyn Wal>, _) = match wal_choice {
             WalChoice::File(dir) => {
                 let (w, r) = FileWal::open(FileWalConfig::new(dir))?;
                 (Arc::new(w), r)
             }
             WalChoice::S3 => {
                 let (w, r) = S3Wal::open(store.clone(), S3WalConfig::new(config.node_id as u64), clock.clone()).await?;
+                cluster.identity.write().wal_epoch = Some(w.epoch());
                 (Arc::new(w), r)
             }
         };
-        let stream_metrics = StreamMetrics::new(Some(&mut registry));
+        let stream_metrics = StreamMetrics::new(Some(&mut registry.lock()));
         let engine_config = StreamEngineConfig::new(config.node_id as u64);
-        let engine =
-            StreamEngine::open(engine_config, store, wal, recovered, catalog.clone(), clock, stream_metrics).await?;
-
-        let cluster_id = match (&config.cluster_id, catalog.state().kv.get(CLUSTER_ID_KEY)) {
-            (_, Some(stored)) => stored.clone(),
-            (given, None) => {
-                let id = given.clone().unwrap_or_else(new_cluster_id);
-                catalog.submit(vec![CatalogRecord::KvPut { key: CLUSTER_ID_KEY.into(), value: id.clone() }]).await?;
-                id
-            }
-        };
-        let advertised = parse_advertised(&config)?;
-        let metrics = BrokerMetrics::new(&mut registry);
-        let broker = Arc::new(Broker {
-            groups: GroupCoordinator::new(),
-            cluster_id,
-            engine,
-            metrics,
-            registry: Mutex::new(registry),
-            topics: RwLock::new(BTreeMap::new()),
-            topic_changes: tokio::sync::Mutex::new(()),
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
-            advertised,
-            config,
-        });
-        let metas: Vec<TopicMeta> = catalog
-            .state()
-            .kv
-            .range(topics::KV_PREFIX.to_string()..)
-            .take_while(|(k, _)| k.starts_with(topics::KV_PREFIX))
-            .filter_map(|(k, v)| match serde_json::from_str(v) {
-                Ok(meta) => Some(meta),
-                Err(e) => {
-                    tracing::error!(key = %k, error = %e, "unreadable topic record; skipping it");
-                    None
-                }
-            })
-            .collect();
-        for meta in metas {
-            let topic = broker.open_topic(meta).await?;
-            broker.topics.write().insert(topic.meta.name.clone(), topic);
-        }
-        broker.ensure_offsets_topic().await?;
-        GroupCoordinator::load(&broker).await?;
-        tracing::info!(
-            cluster_id = %broker.cluster_id,
-            node_id = broker.config.node_id,
-            topics = broker.topics.read().len(),
-            object_store = %url,
-            wal = ?wal_choice,
-            "broker started"
-        );
-        Ok(broker)
+        let engine = StreamEngine::open(engine_config, store, wal, recovered, catalog, clock, stream_metrics).await?;
+        Ok(Opened { engine, cluster })
     }
 
-    async fn open_topic(&self, meta: TopicMeta) -> Result<Arc<Topic>> {
-        let mut partitions = Vec::with_capacity(meta.partitions.len());
-        for (index, stream_id) in meta.partitions.iter().enumerate() {
-            partitions.push(Partition::open(&self.engine, &meta.name, index as i32, *stream_id).await?);
+    /// The cluster id: the stored one, or the configured (or a new) one stored by the first
+    /// broker to start.
+    async fn cluster_id(config: &BrokerConfig, catalog: &Catalog) -> Result<String> {
+        loop {
+            if let Some(stored) = catalog.state().kv.get(CLUSTER_ID_KEY) {
+                return Ok(stored.clone());
+            }
+            let id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
+            let records = vec![
+                CatalogRecord::KvExpect { key: CLUSTER_ID_KEY.into(), digest: None },
+                CatalogRecord::KvPut { key: CLUSTER_ID_KEY.into(), value: id.clone() },
+            ];
+            match catalog.submit(records).await {
+                Ok(_) => return Ok(id),
+                Err(automq_storage::Error::PreconditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let config =
-            TopicConfig::from_map_over(self.topic_defaults(), &meta.configs).unwrap_or_else(|_| self.topic_defaults());
-        Ok(Arc::new(Topic { meta, config, partitions }))
+    }
+
+    /// Brings the local topics in line with the catalog: new topics appear (no partition
+    /// open yet), changed ones take their new metadata, deleted ones go and this broker
+    /// forgets their streams.
+    pub(crate) fn sync_topics(&self) {
+        let view = self.cluster.view();
+        let mut topics = self.topics.write();
+        let gone: Vec<String> = topics.keys().filter(|n| !view.topics.contains_key(*n)).cloned().collect();
+        for name in gone {
+            if let Some(t) = topics.remove(&name) {
+                for p in t.led_partitions() {
+                    self.engine.forget_stream(p.stream_id);
+                }
+                if name == OFFSETS_TOPIC {
+                    self.groups.unload_all();
+                }
+                tracing::info!(topic = %name, "topic deleted");
+            }
+        }
+        for (name, meta) in &view.topics {
+            if topics.get(name).is_some_and(|t| t.meta == **meta) {
+                continue;
+            }
+            let config = TopicConfig::from_map_over(self.topic_defaults(), &meta.configs)
+                .unwrap_or_else(|_| self.topic_defaults());
+            let open = topics.get(name).map(|t| t.partitions.read().clone()).unwrap_or_default();
+            let digest = view.raw.get(&TopicMeta::kv_key(name)).map(|v| kv_digest(v)).unwrap_or_default();
+            topics.insert(name.clone(), Arc::new(Topic::new((**meta).clone(), config, digest, &open)));
+        }
     }
 
     async fn ensure_offsets_topic(&self) -> Result<()> {
         if self.topic(OFFSETS_TOPIC).is_none() {
             let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-            self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions.max(1), configs, true).await?;
+            match self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_partitions.max(1), configs, true).await {
+                Err(e) if e.code() == ResponseError::TopicAlreadyExists => {}
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }
@@ -171,7 +297,8 @@ impl Broker {
         self.topics.read().values().cloned().collect()
     }
 
-    /// Creates a topic: its streams and its record are one atomic catalog commit.
+    /// Creates a topic: its streams and its record are one atomic catalog commit. The
+    /// controller assigns its partitions next; they open on their brokers shortly after.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -188,38 +315,52 @@ impl Broker {
         }
         let config = TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
         let _serial = self.topic_changes.lock().await;
+        let exists = || Error::kafka(ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists"));
         if self.topic(name).is_some() {
-            return Err(Error::kafka(ResponseError::TopicAlreadyExists, format!("topic {name:?} already exists")));
+            return Err(exists());
         }
-        let meta = self
-            .commit_with_new_streams(partitions as usize, |streams| TopicMeta {
+        let committed = self
+            .commit_with_new_streams(partitions as usize, None, |streams| TopicMeta {
                 name: name.to_string(),
                 id: uuid::Uuid::new_v4(),
                 partitions: streams,
                 configs: configs.clone(),
                 internal,
             })
-            .await?;
-        let topic = self.open_topic(meta).await?;
-        self.topics.write().insert(name.to_string(), topic.clone());
+            .await;
+        match committed {
+            Err(Error::Storage(automq_storage::Error::PreconditionFailed(_))) => return Err(exists()),
+            other => {
+                other?;
+            }
+        }
+        self.sync_topics();
+        self.wait_assigned(name, std::time::Duration::from_secs(5)).await;
         tracing::info!(topic = name, partitions, ?config, "topic created");
-        Ok(topic)
+        self.topic(name).ok_or_else(|| Error::kafka(ResponseError::UnknownTopicOrPartition, "topic vanished"))
     }
 
-    /// Allocates `n` streams and writes the topic record built from their ids, atomically.
-    async fn commit_with_new_streams(&self, n: usize, build: impl Fn(Vec<u64>) -> TopicMeta) -> Result<TopicMeta> {
+    /// Allocates `n` streams and writes the topic record built from their ids, atomically, if
+    /// the topic's record is still `before` (`None`: absent).
+    async fn commit_with_new_streams(
+        &self,
+        n: usize,
+        before: Option<&Topic>,
+        build: impl Fn(Vec<u64>) -> TopicMeta,
+    ) -> Result<TopicMeta> {
         let catalog = self.engine.catalog();
         loop {
             let first = catalog.state().next_stream_id.max(1);
             let ids: Vec<u64> = (first..first + n as u64).collect();
             let meta = build(ids.clone());
-            let mut records: Vec<CatalogRecord> =
-                ids.iter().map(|&stream_id| CatalogRecord::CreateStream { stream_id }).collect();
+            let key = TopicMeta::kv_key(&meta.name);
+            let mut records = vec![expect_topic(&key, before)];
+            records.extend(ids.iter().map(|&stream_id| CatalogRecord::CreateStream { stream_id }));
             let value = serde_json::to_string(&meta).map_err(|e| Error::Config(e.to_string()))?;
-            records.push(CatalogRecord::KvPut { key: TopicMeta::kv_key(&meta.name), value });
+            records.push(CatalogRecord::KvPut { key, value });
             match catalog.submit(records).await {
                 Ok(_) => return Ok(meta),
-                // Someone else took these stream ids in the same group commit: retry.
+                // Someone else took these stream ids first: retry.
                 Err(automq_storage::Error::InvalidMetadata(_)) if catalog.state().next_stream_id.max(1) != first => {
                     continue
                 }
@@ -244,6 +385,8 @@ impl Broker {
         }
     }
 
+    /// Deletes a topic: its record and its streams go in one catalog commit; the brokers
+    /// leading its partitions drop them when they see it.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let _serial = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| {
@@ -252,13 +395,12 @@ impl Broker {
         if topic.meta.internal {
             return Err(Error::kafka(ResponseError::InvalidTopicException, format!("{name} is an internal topic")));
         }
-        self.topics.write().remove(name);
-        let catalog = self.engine.catalog();
-        catalog.submit(vec![CatalogRecord::KvDelete { key: TopicMeta::kv_key(name) }]).await?;
-        for p in &topic.partitions {
-            self.engine.delete_stream(p.stream_id).await?;
-        }
-        tracing::info!(topic = name, "topic deleted");
+        let key = TopicMeta::kv_key(name);
+        let at_ms = now_ms().max(0) as u64;
+        let mut records = vec![expect_topic(&key, Some(&topic)), CatalogRecord::KvDelete { key }];
+        records.extend(topic.meta.partitions.iter().map(|&stream_id| CatalogRecord::DeleteStream { stream_id, at_ms }));
+        self.engine.catalog().submit(records).await.map_err(|e| changed_meanwhile(name, e))?;
+        self.sync_topics();
         Ok(())
     }
 
@@ -268,55 +410,62 @@ impl Broker {
         let topic = self.topic(name).ok_or_else(|| {
             Error::kafka(ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
         })?;
-        let current = topic.partitions.len() as i32;
+        let current = topic.partition_count() as i32;
         if total <= current {
             return Err(Error::kafka(
                 ResponseError::InvalidPartitions,
                 format!("topic {name} has {current} partitions; the new count {total} must be larger"),
             ));
         }
-        let meta = self
-            .commit_with_new_streams((total - current) as usize, |streams| {
-                let mut meta = topic.meta.clone();
-                meta.partitions.extend(streams);
-                meta
-            })
-            .await?;
-        let mut partitions = topic.partitions.clone();
-        for (index, stream_id) in meta.partitions.iter().enumerate().skip(current as usize) {
-            partitions.push(Partition::open(&self.engine, name, index as i32, *stream_id).await?);
-        }
-        let updated = Arc::new(Topic { config: topic.config.clone(), meta, partitions });
-        self.topics.write().insert(name.to_string(), updated);
+        self.commit_with_new_streams((total - current) as usize, Some(&topic), |streams| {
+            let mut meta = topic.meta.clone();
+            meta.partitions.extend(streams);
+            meta
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Storage(s) => changed_meanwhile(name, s),
+            e => e,
+        })?;
+        self.sync_topics();
         Ok(())
     }
 
     /// Replaces a topic's explicit configs (validated first).
     pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<()> {
-        let config = TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
+        TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
         let _serial = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| {
             Error::kafka(ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))
         })?;
         let mut meta = topic.meta.clone();
         meta.configs = configs;
+        let key = TopicMeta::kv_key(name);
         let value = serde_json::to_string(&meta).map_err(|e| Error::Config(e.to_string()))?;
-        self.engine.catalog().submit(vec![CatalogRecord::KvPut { key: TopicMeta::kv_key(name), value }]).await?;
-        let updated = Arc::new(Topic { meta, config, partitions: topic.partitions.clone() });
-        self.topics.write().insert(name.to_string(), updated);
+        let records = vec![expect_topic(&key, Some(&topic)), CatalogRecord::KvPut { key, value }];
+        self.engine.catalog().submit(records).await.map_err(|e| changed_meanwhile(name, e))?;
+        self.sync_topics();
         Ok(())
     }
 
     /// A new producer id, from blocks reserved in the catalog so that ids never repeat across
-    /// restarts.
+    /// restarts or brokers.
     pub async fn next_producer_id(&self) -> Result<i64> {
         let mut ids = self.producer_ids.lock().await;
-        if ids.0 >= ids.1 {
+        while ids.0 >= ids.1 {
             let catalog = self.engine.catalog();
-            let start: i64 = catalog.state().kv.get(PRODUCER_ID_KEY).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let current = catalog.state().kv.get(PRODUCER_ID_KEY).cloned();
+            let start: i64 = current.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
             let end = start + PRODUCER_ID_BLOCK;
-            catalog.submit(vec![CatalogRecord::KvPut { key: PRODUCER_ID_KEY.into(), value: end.to_string() }]).await?;
-            *ids = (start, end);
+            let records = vec![
+                CatalogRecord::KvExpect { key: PRODUCER_ID_KEY.into(), digest: current.as_deref().map(kv_digest) },
+                CatalogRecord::KvPut { key: PRODUCER_ID_KEY.into(), value: end.to_string() },
+            ];
+            match catalog.submit(records).await {
+                Ok(_) => *ids = (start, end),
+                Err(automq_storage::Error::PreconditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         let id = ids.0;
         ids.0 += 1;
@@ -327,7 +476,7 @@ impl Broker {
     pub async fn run_log_cleaner(&self) {
         let now = now_ms();
         for topic in self.topics() {
-            for p in &topic.partitions {
+            for p in &topic.led_partitions() {
                 if let Err(e) = p.apply_retention(&self.engine, &topic.config, now).await {
                     tracing::warn!(topic = %topic.meta.name, partition = p.index, error = %e, "retention failed; will retry");
                 }
@@ -338,23 +487,137 @@ impl Broker {
         }
     }
 
-    /// Uploads everything acknowledged and closes the WAL.
+    /// Hands this broker's partitions to others (when any can take them), then uploads
+    /// everything acknowledged and closes the WAL.
     pub async fn shutdown(&self) -> Result<()> {
+        crate::cluster::ownership::hand_off(self, std::time::Duration::from_secs(30)).await;
         self.engine.shutdown().await?;
+        crate::cluster::ownership::abdicate(self).await;
         Ok(())
     }
 
-    /// Partitions by (topic, index), for lookups from requests.
+    /// Why this broker does not serve, if it does not: storage failed, the cluster fenced it,
+    /// or the controller has not registered it (yet).
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if !self.engine.is_healthy() {
+            return Err("storage failed; the broker must restart to recover".into());
+        }
+        if let Some(why) = self.cluster.fenced() {
+            return Err(format!("fenced: {why}; the broker must restart"));
+        }
+        match self.cluster.view().brokers.get(&self.config.node_id) {
+            Some(b) if b.alive && b.incarnation == self.cluster.identity.read().incarnation => Ok(()),
+            _ => Err("not registered with the controller yet".into()),
+        }
+    }
+
+    /// Partitions assigned to this broker that it does not lead yet.
+    pub fn pending_partitions(&self) -> usize {
+        let view = self.cluster.view();
+        let me = self.config.node_id;
+        view.partitions_of().get(&me).map_or(0, |ps| ps.iter().filter(|(t, p)| self.partition(t, *p).is_none()).count())
+    }
+
+    /// Waits until the broker is ready and leads every partition assigned to it, and every
+    /// partition has a broker (when any can take it), or `timeout`.
+    pub async fn wait_ready(&self, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.engine.catalog().watch();
+        loop {
+            let view = self.cluster.view();
+            let placed = view.brokers.values().all(|b| !b.eligible())
+                || view
+                    .topics
+                    .iter()
+                    .all(|(name, t)| (0..t.partitions.len()).all(|p| view.assigned(name, p as i32).is_some()));
+            if self.readiness().is_ok() && placed && self.pending_partitions() == 0 && self.moving.lock().is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                }
+            })
+            .await
+            .is_err()
+            {
+                tracing::warn!(pending = self.pending_partitions(), readiness = ?self.readiness(), "broker not fully ready after waiting; serving anyway");
+                return;
+            }
+        }
+    }
+
+    /// A partition this broker leads, with the Kafka error a client should see otherwise.
+    pub fn led(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        self.topic(topic)
+            .ok_or_else(|| Error::kafka(ResponseError::UnknownTopicOrPartition, format!("unknown topic {topic}")))?
+            .led(index)
+    }
+
+    /// Waits up to `timeout` until the controller has assigned every partition of a topic
+    /// (when some broker can take them), so that Metadata right after a creation names
+    /// leaders, as Kafka's does.
+    pub async fn wait_assigned(&self, topic: &str, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.engine.catalog().watch();
+        loop {
+            let view = self.cluster.view();
+            let done = view.brokers.values().all(|b| !b.eligible())
+                || view
+                    .topics
+                    .get(topic)
+                    .is_none_or(|t| (0..t.partitions.len()).all(|p| view.assigned(topic, p as i32).is_some()));
+            if done || tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for this broker to lead a partition (just created, or moving
+    /// here), then answers like [`Self::led`].
+    pub async fn wait_led(&self, topic: &str, index: i32, timeout: std::time::Duration) -> Result<Arc<Partition>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.led(topic, index) {
+                Err(e) if e.code() == ResponseError::NotLeaderOrFollower && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A partition this broker leads, by (topic, index), for lookups from requests.
     pub fn partition(&self, topic: &str, index: i32) -> Option<(Arc<Topic>, Arc<Partition>)> {
         let t = self.topic(topic)?;
-        let p = t.partitions.get(usize::try_from(index).ok()?)?.clone();
+        let p = t.led(index).ok()?;
         Some((t, p))
     }
 
-    /// Counts of topics and partitions (for logs and readiness).
+    /// Counts of topics and of the partitions led here (for logs and readiness).
     pub fn sizes(&self) -> HashMap<&'static str, usize> {
         let topics = self.topics.read();
-        HashMap::from([("topics", topics.len()), ("partitions", topics.values().map(|t| t.partitions.len()).sum())])
+        HashMap::from([
+            ("topics", topics.len()),
+            ("partitions", topics.values().map(|t| t.led_partitions().len()).sum()),
+        ])
+    }
+}
+
+/// A precondition: the topic's record is still the one `before` was read from (`None`:
+/// absent).
+fn expect_topic(key: &str, before: Option<&Topic>) -> CatalogRecord {
+    CatalogRecord::KvExpect { key: key.to_string(), digest: before.map(|t| t.digest.clone()) }
+}
+
+fn changed_meanwhile(topic: &str, e: automq_storage::Error) -> Error {
+    match e {
+        automq_storage::Error::PreconditionFailed(_) => Error::kafka(
+            ResponseError::ConcurrentTransactions,
+            format!("topic {topic:?} was changed by another request meanwhile; try again"),
+        ),
+        e => e.into(),
     }
 }
 

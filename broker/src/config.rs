@@ -24,9 +24,15 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
 
-    /// HTTP listener for /metrics, /healthz and /readyz.
+    /// HTTP listener for /metrics, /healthz, /readyz, the admin API and the brokers' internal
+    /// API.
     #[arg(long, env = "AUTOMQ_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
     pub http_listen: SocketAddr,
+
+    /// host:port other brokers reach this broker's HTTP listener at (defaults to the listener
+    /// address).
+    #[arg(long, env = "AUTOMQ_ADVERTISED_HTTP")]
+    pub advertised_http: Option<String>,
 
     /// This broker's id in the cluster.
     #[arg(long, env = "AUTOMQ_NODE_ID", default_value_t = 1)]
@@ -78,6 +84,19 @@ pub struct BrokerConfig {
     /// How often retention and compaction run.
     #[arg(long, env = "AUTOMQ_LOG_CLEANER_INTERVAL_MS", default_value_t = 30_000)]
     pub log_cleaner_interval_ms: u64,
+
+    /// How often this broker heartbeats to the controller.
+    #[arg(long, env = "AUTOMQ_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    pub heartbeat_interval_ms: u64,
+
+    /// A broker not heard from for this long is dead: its S3 WAL is taken over and its
+    /// partitions move (file-WAL brokers' partitions wait for them).
+    #[arg(long, env = "AUTOMQ_SESSION_TIMEOUT_MS", default_value_t = 4_000)]
+    pub session_timeout_ms: u64,
+
+    /// How long brokers tolerate an unreachable controller before electing another.
+    #[arg(long, env = "AUTOMQ_CONTROLLER_TIMEOUT_MS", default_value_t = 4_000)]
+    pub controller_timeout_ms: u64,
 }
 
 /// Where the WAL lives.
@@ -119,6 +138,15 @@ impl BrokerConfig {
 
     pub fn log_cleaner_interval(&self) -> Duration {
         Duration::from_millis(self.log_cleaner_interval_ms.max(100))
+    }
+
+    pub fn cluster_config(&self) -> crate::cluster::ClusterConfig {
+        crate::cluster::ClusterConfig {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
+            session_timeout: Duration::from_millis(self.session_timeout_ms.max(100)),
+            controller_timeout: Duration::from_millis(self.controller_timeout_ms.max(100)),
+            ..crate::cluster::ClusterConfig::default()
+        }
     }
 }
 

@@ -5,12 +5,14 @@
 //! - [`broker`]: topics, partitions, producer ids; [`partition`]: a partition on its stream;
 //!   [`batch`]: record batch validation; [`producers`]: idempotent producer state.
 //! - [`groups`]: the consumer group coordinator and committed offsets.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`cluster`]: many brokers on one bucket as one cluster (controller, failover, balancing).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the internal and admin APIs.
 
 pub mod alloc;
 pub mod batch;
 pub mod broker;
 pub mod cleaner;
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod groups;
@@ -44,32 +46,28 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Starts storage, the Kafka and HTTP listeners and the log cleaner.
+    /// Starts storage, joins the cluster, starts the Kafka and HTTP listeners and the log
+    /// cleaner, and waits (a while) until the broker leads what it is assigned.
     pub async fn start(config: config::BrokerConfig) -> Result<Self> {
         let kafka = TcpListener::bind(config.listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         let kafka_addr = kafka.local_addr()?;
         let http_addr = http.local_addr()?;
         let mut config = config;
-        // Port 0 means "any": advertise the port really bound.
+        // Port 0 means "any": advertise the ports really bound.
         if config.advertised_listener.is_none() {
             config.listen = kafka_addr;
         }
+        if config.advertised_http.is_none() {
+            config.http_listen = http_addr;
+        }
         let cleaner_every = config.log_cleaner_interval();
-        let broker = broker::Broker::start(config).await?;
         let (shutdown, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let (broker, mut tasks) = broker::Broker::start(config, http, rx.clone()).await?;
+        // Clients that connect meanwhile wait in the listen backlog until the broker leads
+        // what it is assigned, instead of being told NOT_LEADER_OR_FOLLOWER.
+        broker.wait_ready(std::time::Duration::from_secs(30)).await;
         tasks.push(tokio::spawn(server::serve(kafka, broker.clone(), rx.clone())));
-        let app = http::router(broker.clone());
-        let mut http_rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
-                let _ = http_rx.changed().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        }));
         let cleaner = broker.clone();
         let mut cleaner_rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -87,10 +85,12 @@ impl RunningBroker {
 
     /// Stops listening, uploads everything acknowledged and closes storage.
     pub async fn shutdown(self) -> Result<()> {
+        // Hand off and upload while the cluster tasks still run, then stop them.
+        let result = self.broker.shutdown().await;
         self.shutdown.send_replace(true);
         for t in self.tasks {
             let _ = t.await;
         }
-        self.broker.shutdown().await
+        result
     }
 }

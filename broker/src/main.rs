@@ -17,7 +17,24 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("automq-broker: Kafka on {}, metrics on http://{}/metrics", running.kafka_addr, running.http_addr);
-    automq_common::shutdown_signal().await;
+    let broker = running.broker.clone();
+    let fenced = async move {
+        loop {
+            if let Some(why) = broker.cluster.fenced() {
+                return why;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = automq_common::shutdown_signal() => {}
+        why = fenced => {
+            // Declared dead while it was unreachable (paused, partitioned): another broker took
+            // its WAL and partitions over. It acknowledged nothing since; a restart rejoins.
+            tracing::error!(reason = %why, "exiting: this broker was fenced by the cluster");
+            return std::process::ExitCode::from(75);
+        }
+    }
     tracing::info!("shutting down: uploading acknowledged data");
     match running.shutdown().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

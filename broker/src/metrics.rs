@@ -34,6 +34,9 @@ pub struct BrokerMetrics {
     pub messages_in: Family<TopicLabels, Counter>,
     pub connections: Gauge,
     pub rejected_frames: Counter,
+    /// Time to open a partition newly assigned here / to hand one off.
+    pub partition_open_seconds: Histogram,
+    pub partition_close_seconds: Histogram,
 }
 
 impl BrokerMetrics {
@@ -47,6 +50,8 @@ impl BrokerMetrics {
             messages_in: Family::default(),
             connections: Gauge::default(),
             rejected_frames: Counter::default(),
+            partition_open_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            partition_close_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(
@@ -64,7 +69,25 @@ impl BrokerMetrics {
             "Frames refused as malformed or oversized (connection closed)",
             m.rejected_frames.clone(),
         );
+        registry.register(
+            "automq_broker_partition_open_seconds",
+            "Time to open a partition newly assigned to this broker (part of a move)",
+            m.partition_open_seconds.clone(),
+        );
+        registry.register(
+            "automq_broker_partition_close_seconds",
+            "Time to hand a partition off (flush, upload, release)",
+            m.partition_close_seconds.clone(),
+        );
         m
+    }
+
+    pub fn partition_opened(&self, took: std::time::Duration) {
+        self.partition_open_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn partition_closed(&self, took: std::time::Duration) {
+        self.partition_close_seconds.observe(took.as_secs_f64());
     }
 
     pub fn error(&self, api: &str, code: kafka_protocol::ResponseError) {

@@ -119,6 +119,9 @@ pub struct Partition {
     pub index: i32,
     pub stream_id: u64,
     state: Mutex<State>,
+    /// Record bytes produced and fetched since the last [`Partition::take_traffic`].
+    traffic_in: std::sync::atomic::AtomicU64,
+    traffic_out: std::sync::atomic::AtomicU64,
 }
 
 fn batch_error(e: BatchError) -> Error {
@@ -160,7 +163,28 @@ impl Partition {
             producers = state.producers.len(),
             "partition opened"
         );
-        Ok(Arc::new(Partition { topic: topic.to_string(), index, stream_id, state: Mutex::new(state) }))
+        Ok(Arc::new(Partition {
+            topic: topic.to_string(),
+            index,
+            stream_id,
+            state: Mutex::new(state),
+            traffic_in: Default::default(),
+            traffic_out: Default::default(),
+        }))
+    }
+
+    /// Counts record bytes produced to and fetched from this partition (its load, for the
+    /// controller's balancing).
+    pub fn count_traffic(&self, bytes_in: u64, bytes_out: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.traffic_in.fetch_add(bytes_in, Relaxed);
+        self.traffic_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// Bytes in and out since the last call.
+    pub fn take_traffic(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.traffic_in.swap(0, Relaxed), self.traffic_out.swap(0, Relaxed))
     }
 
     /// Appends the record batches of one produce request and waits until they are durable.

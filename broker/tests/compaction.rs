@@ -59,7 +59,7 @@ async fn compaction_keeps_the_newest_record_per_key() {
         ("min.compaction.lag.ms".to_string(), "0".to_string()),
     ]);
     let topic = running.broker.create_topic("profiles", 1, configs, false).await.unwrap();
-    let p = topic.partitions[0].clone();
+    let p = running.broker.wait_led("profiles", 0, std::time::Duration::from_secs(10)).await.unwrap();
     let engine = &running.broker.engine;
     let keyless = p.append(engine, batch(&[(None, Some("x"))], Compression::None), &topic.config, now_ms()).await;
     assert_eq!(keyless.unwrap_err().code(), ResponseError::InvalidRecord, "compacted topics need keys");

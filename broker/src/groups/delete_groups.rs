@@ -12,6 +12,7 @@ use super::count_error;
 use super::group::GroupState;
 use super::records::{self, RecordKey};
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 pub(super) async fn handle(broker: &Arc<Broker>, r: DeleteGroupsRequest, _version: i16) -> DeleteGroupsResponse {
     let api = crate::handlers::api_name(ApiKey::DeleteGroups);
@@ -28,6 +29,7 @@ pub(crate) async fn delete(broker: &Arc<Broker>, group_id: &str) -> Result<(), R
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
+    GroupCoordinator::coordinates(broker, group_id)?;
     let coordinator = &broker.groups;
     // No commit is between enqueue and apply while the tombstones go in.
     let _exclusive = coordinator.commits.write().await;

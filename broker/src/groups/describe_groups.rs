@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::group::GroupState;
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 pub(super) fn handle(broker: &Arc<Broker>, r: DescribeGroupsRequest, _version: i16) -> DescribeGroupsResponse {
     let groups = broker.groups.lock();
@@ -17,6 +18,9 @@ pub(super) fn handle(broker: &Arc<Broker>, r: DescribeGroupsRequest, _version: i
         .groups
         .into_iter()
         .map(|id| {
+            if let Err(e) = GroupCoordinator::coordinates(broker, id.0.as_str()) {
+                return DescribedGroup::default().with_group_id(id).with_error_code(e.code());
+            }
             let Some(group) = groups.get(id.0.as_str()) else {
                 return DescribedGroup::default()
                     .with_group_id(id)

@@ -1,5 +1,6 @@
-//! FindCoordinator: this broker coordinates every group. Transaction coordinators (key type 1)
-//! do not exist yet: COORDINATOR_NOT_AVAILABLE. v4+ asks for several keys at once.
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
+//! (Kafka's hash of the group id), on whichever broker that is. Transaction coordinators (key
+//! type 1) do not exist yet: COORDINATOR_NOT_AVAILABLE. v4+ asks for several keys at once.
 
 use std::sync::Arc;
 
@@ -9,19 +10,29 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::count_error;
-use crate::broker::Broker;
+use super::records::partition_for;
+use crate::broker::{Broker, OFFSETS_TOPIC};
 
 const GROUP_KEY: i8 = 0;
 const TRANSACTION_KEY: i8 = 1;
 
 pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let api = crate::handlers::api_name(ApiKey::FindCoordinator);
-    let (host, port) = broker.advertised();
-    let node = broker.config.node_id;
-    let lookup = |key: &str| -> Result<(), (ResponseError, &'static str)> {
+    let view = broker.cluster.view();
+    let state = broker.engine.catalog().state();
+    let offsets = view.topics.get(OFFSETS_TOPIC).cloned();
+    let lookup = |key: &str| -> Result<(i32, String, i32), (ResponseError, &'static str)> {
         match r.key_type {
             GROUP_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
-            GROUP_KEY => Ok(()),
+            GROUP_KEY => {
+                let topic = offsets.as_ref().ok_or((ResponseError::CoordinatorNotAvailable, "no offsets topic yet"))?;
+                let index = partition_for(key, topic.partitions.len()) as i32;
+                let leader = view
+                    .leader(&state, topic, index)
+                    .and_then(|id| view.brokers.get(&id))
+                    .ok_or((ResponseError::CoordinatorNotAvailable, "the group's coordinator is moving"))?;
+                Ok((leader.node_id, leader.host.clone(), leader.port))
+            }
             TRANSACTION_KEY => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet")),
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         }
@@ -33,10 +44,9 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match lookup(key) {
-                    Ok(()) => c
-                        .with_node_id(BrokerId(node))
-                        .with_host(StrBytes::from_string(host.to_string()))
-                        .with_port(port),
+                    Ok((node, host, port)) => {
+                        c.with_node_id(BrokerId(node)).with_host(StrBytes::from_string(host)).with_port(port)
+                    }
                     Err((e, message)) => {
                         count_error(broker, &api, e.code());
                         c.with_node_id(BrokerId(-1))
@@ -50,9 +60,9 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match lookup(&r.key) {
-        Ok(()) => FindCoordinatorResponse::default()
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(BrokerId(node))
-            .with_host(StrBytes::from_string(host.to_string()))
+            .with_host(StrBytes::from_string(host))
             .with_port(port),
         Err((e, message)) => {
             count_error(broker, &api, e.code());

@@ -10,12 +10,15 @@ use tokio::time::Instant;
 use super::count_error;
 use super::group::{Group, GroupState};
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 pub(super) fn handle(broker: &Arc<Broker>, r: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
     let group_id = r.group_id.0.to_string();
     let instance_id = r.group_instance_id.map(|s| s.to_string());
     let result = if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
+    } else if let Err(e) = GroupCoordinator::coordinates(broker, &group_id) {
+        Err(e)
     } else {
         let mut groups = broker.groups.lock();
         match groups.get_mut(&group_id) {

@@ -22,6 +22,7 @@ use tokio::time::{Duration, Instant};
 use super::group::{Group, GroupState, JoinOutcome, Member};
 use super::{count_error, persist_if_needed, ClientInfo, GroupSettings};
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 /// One JoinGroup request, version differences resolved.
 #[derive(Debug, Clone)]
@@ -98,6 +99,9 @@ pub(crate) async fn join(broker: &Arc<Broker>, p: JoinParams) -> JoinOutcome {
     let settings = coordinator.settings();
     if p.group_id.is_empty() {
         return JoinOutcome::error(&p.member_id, ResponseError::InvalidGroupId);
+    }
+    if let Err(e) = GroupCoordinator::coordinates(broker, &p.group_id) {
+        return JoinOutcome::error(&p.member_id, e);
     }
     if p.session_timeout_ms < settings.min_session_timeout_ms || p.session_timeout_ms > settings.max_session_timeout_ms
     {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::group::{Group, GroupState};
 use super::{count_error, persist_if_needed, GroupSettings};
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 pub(super) fn handle(broker: &Arc<Broker>, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let group_id = r.group_id.0.to_string();
@@ -58,6 +59,9 @@ fn leave(
 ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
     if group_id.is_empty() {
         return (Some(ResponseError::InvalidGroupId), vec![Some(ResponseError::InvalidGroupId); leaving.len()]);
+    }
+    if let Err(e) = GroupCoordinator::coordinates(broker, group_id) {
+        return (Some(e), vec![None; leaving.len()]);
     }
     let mut groups = broker.groups.lock();
     let Some(group) = groups.get_mut(group_id) else {

@@ -46,8 +46,9 @@ use tokio::time::Instant;
 
 use self::group::{Group, Member};
 use self::records::{GroupValue, RecordKey};
-use crate::broker::Broker;
+use crate::broker::{Broker, OFFSETS_TOPIC};
 use crate::error::Result;
+use crate::partition::Partition;
 
 pub use self::group::GroupState;
 
@@ -110,13 +111,14 @@ impl GroupCoordinator {
         *self.settings.write() = settings;
     }
 
-    /// Rebuilds committed offsets and group metadata from `__consumer_offsets`.
-    pub async fn load(broker: &Arc<Broker>) -> Result<()> {
-        let loaded = records::load(broker).await?;
+    /// Rebuilds the committed offsets and metadata of the groups one `__consumer_offsets`
+    /// partition holds (it was just opened on this broker, which now coordinates them).
+    pub async fn load_partition(&self, broker: &Broker, partition: &Partition) -> Result<()> {
+        let loaded = records::load_partition(broker, partition).await?;
         let now = Instant::now();
-        let mut groups = broker.groups.groups.lock();
-        groups.clear();
-        let (mut offsets, mut members) = (0, 0);
+        let mut groups = self.groups.lock();
+        groups.retain(|id, _| !self.owned_by(id, partition.index, broker));
+        let (mut count, mut offsets, mut members) = (0, 0, 0);
         for (id, l) in loaded {
             if l.offsets.is_empty() && l.metadata.is_none() {
                 continue;
@@ -129,9 +131,40 @@ impl GroupCoordinator {
                 members += group.members.len();
             }
             groups.insert(id, group);
+            count += 1;
         }
-        tracing::info!(groups = groups.len(), offsets, members, "consumer groups loaded");
+        tracing::info!(partition = partition.index, groups = count, offsets, members, "consumer groups loaded");
         Ok(())
+    }
+
+    /// Forgets the groups of a `__consumer_offsets` partition this broker no longer leads.
+    pub fn unload_partition(&self, partition: i32, broker: &Broker) {
+        self.groups.lock().retain(|id, _| !self.owned_by(id, partition, broker));
+    }
+
+    /// Forgets every group.
+    pub fn unload_all(&self) {
+        self.groups.lock().clear();
+    }
+
+    fn owned_by(&self, group: &str, partition: i32, broker: &Broker) -> bool {
+        let n = broker.topic(OFFSETS_TOPIC).map_or(0, |t| t.partition_count());
+        records::partition_for(group, n) as i32 == partition
+    }
+
+    /// Whether this broker coordinates `group` (leads its `__consumer_offsets` partition):
+    /// NOT_COORDINATOR otherwise, COORDINATOR_LOAD_IN_PROGRESS while it is being opened.
+    pub fn coordinates(broker: &Broker, group: &str) -> std::result::Result<(), kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError;
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else { return Err(ResponseError::CoordinatorNotAvailable) };
+        let index = records::partition_for(group, topic.partition_count()) as i32;
+        if topic.led(index).is_ok() {
+            return Ok(());
+        }
+        if broker.moving.lock().contains(&(OFFSETS_TOPIC.to_string(), index)) {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        Err(ResponseError::NotCoordinator)
     }
 
     /// Expires members whose session timed out, and ends join and sync phases that timed

@@ -13,6 +13,7 @@ use super::count_error;
 use super::group::{CommittedOffset, Group, GroupState};
 use super::records::{self, RecordKey};
 use crate::broker::{now_ms, Broker};
+use crate::groups::GroupCoordinator;
 
 /// Kafka's `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
@@ -89,12 +90,18 @@ pub(crate) async fn commit(
     if c.group_id.is_empty() {
         return all(ResponseError::InvalidGroupId);
     }
+    if let Err(e) = GroupCoordinator::coordinates(broker, &c.group_id) {
+        return all(e);
+    }
     let mut results: Vec<Result<(), ResponseError>> = offsets
         .iter()
         .map(|o| {
             if o.metadata.len() > MAX_METADATA_BYTES {
                 Err(ResponseError::OffsetMetadataTooLarge)
-            } else if broker.partition(&o.topic, o.partition).is_none() {
+            } else if broker
+                .topic(&o.topic)
+                .is_none_or(|t| usize::try_from(o.partition).map_or(true, |p| p >= t.partition_count()))
+            {
                 Err(ResponseError::UnknownTopicOrPartition)
             } else {
                 Ok(())

@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 use super::count_error;
 use super::group::CommittedOffset;
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 /// Committed offsets by topic, in the order asked (or by name when all are listed).
 type Fetched = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
@@ -123,6 +124,7 @@ pub(crate) fn fetch(
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
+    GroupCoordinator::coordinates(broker, group_id)?;
     let groups = broker.groups.lock();
     let group = groups.get(group_id);
     Ok(match topics {

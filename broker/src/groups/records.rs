@@ -306,8 +306,8 @@ pub(crate) fn enqueue(broker: &Broker, group: &str, records: &[(RecordKey, Optio
     let topic = broker.topic(OFFSETS_TOPIC).ok_or_else(|| {
         Error::kafka(ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} does not exist"))
     })?;
-    let partition = topic.partitions.get(partition_for(group, topic.partitions.len())).cloned().ok_or_else(|| {
-        Error::kafka(ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} has no partitions"))
+    let partition = topic.led(partition_for(group, topic.partition_count()) as i32).map_err(|_| {
+        Error::kafka(ResponseError::NotCoordinator, format!("this broker does not coordinate group {group}"))
     })?;
     let now = now_ms();
     let mut buf = BytesMut::new();
@@ -330,11 +330,10 @@ pub(crate) struct LoadedGroup {
     pub(crate) metadata: Option<GroupValue>,
 }
 
-/// Replays every partition of `__consumer_offsets` from its log start to its high watermark.
-pub(crate) async fn load(broker: &Broker) -> Result<HashMap<String, LoadedGroup>> {
+/// Replays one partition of `__consumer_offsets` from its log start to its high watermark.
+pub(crate) async fn load_partition(broker: &Broker, partition: &Partition) -> Result<HashMap<String, LoadedGroup>> {
     let mut groups: HashMap<String, LoadedGroup> = HashMap::new();
-    let Some(topic) = broker.topic(OFFSETS_TOPIC) else { return Ok(groups) };
-    for partition in &topic.partitions {
+    {
         let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
         let mut next = log_start;
         while next < high_watermark {

@@ -16,6 +16,7 @@ use super::count_error;
 use super::group::{Group, GroupState, SyncOutcome};
 use super::records::{self, GroupValue, RecordKey};
 use crate::broker::Broker;
+use crate::groups::GroupCoordinator;
 
 /// One SyncGroup request, version differences resolved.
 #[derive(Debug, Clone)]
@@ -54,6 +55,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, r: SyncGroupRequest, _version: 
 pub(crate) async fn sync(broker: &Arc<Broker>, p: SyncParams) -> SyncOutcome {
     if p.group_id.is_empty() {
         return SyncOutcome::error(ResponseError::InvalidGroupId);
+    }
+    if let Err(e) = GroupCoordinator::coordinates(broker, &p.group_id) {
+        return SyncOutcome::error(e);
     }
     let coordinator = &broker.groups;
     let settings = coordinator.settings();

@@ -17,11 +17,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: CreatePartitionsReques
                 None => {
                     Err(super::err(ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist")))
                 }
-                Some(topic) if t.count <= topic.partitions.len() as i32 => Err(super::err(
+                Some(topic) if t.count <= topic.partition_count() as i32 => Err(super::err(
                     ResponseError::InvalidPartitions,
                     format!(
                         "topic {name} has {} partitions; the new count {} must be larger",
-                        topic.partitions.len(),
+                        topic.partition_count(),
                         t.count
                     ),
                 )),

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
-use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::error::Result;
@@ -16,12 +15,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) 
         let mut partitions = Vec::new();
         for p in &t.partitions {
             let result: Result<i64> = async {
-                let (_, partition) = broker.partition(t.name.0.as_str(), p.partition_index).ok_or_else(|| {
-                    super::err(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("unknown partition {}-{}", t.name.0, p.partition_index),
-                    )
-                })?;
+                let partition = broker.led(t.name.0.as_str(), p.partition_index)?;
                 let target = if p.offset == -1 { partition.offsets(&broker.engine).await?.0 } else { p.offset };
                 partition.delete_records_before(&broker.engine, target).await
             }

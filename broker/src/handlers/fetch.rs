@@ -45,7 +45,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
         for (topic, t) in &topics {
             let Some(topic) = topic else { continue };
             for p in &t.partitions {
-                if let Some(partition) = topic.partitions.get(usize::try_from(p.partition).unwrap_or(usize::MAX)) {
+                if let Ok(partition) = topic.led(p.partition) {
                     if let Ok(rx) = broker.engine.subscribe(partition.stream_id) {
                         watches.push(rx);
                     }
@@ -84,9 +84,12 @@ async fn fetch_once(
                 partitions.push(base.with_error_code(code.code()));
                 continue;
             };
-            let Some(partition) = topic.partitions.get(usize::try_from(p.partition).unwrap_or(usize::MAX)) else {
-                partitions.push(base.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
-                continue;
+            let partition = match topic.led(p.partition) {
+                Ok(partition) => partition,
+                Err(e) => {
+                    partitions.push(base.with_error_code(e.code().code()));
+                    continue;
+                }
             };
             // The first partition with data may exceed the limits; later ones get what is left.
             let budget = if total == 0 {
@@ -112,6 +115,7 @@ async fn fetch_once(
                     let records = if total > 0 && n > budget { Default::default() } else { read.records };
                     total += records.len();
                     if !records.is_empty() {
+                        partition.count_traffic(0, records.len() as u64);
                         broker
                             .metrics
                             .bytes_out

@@ -49,9 +49,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
 }
 
 async fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> Result<(i64, i64)> {
-    let (_, partition) = broker.partition(topic, index).ok_or_else(|| {
-        super::err(ResponseError::UnknownTopicOrPartition, format!("unknown partition {topic}-{index}"))
-    })?;
+    let partition = broker.led(topic, index)?;
     let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
     Ok(match timestamp {
         LATEST => (high_watermark, -1),

@@ -1,6 +1,7 @@
-//! Metadata: this broker, the cluster id, and topics with their partitions (all led by this
-//! node for now). Unknown topics are created when both the request (v4+) and the broker allow
-//! it.
+//! Metadata: the live brokers, the controller, the cluster id, and topics with each
+//! partition's leader (the broker holding its stream, or the one it is assigned to) and leader
+//! epoch (the stream's epoch). A partition without a live leader gets LEADER_NOT_AVAILABLE.
+//! Unknown topics are created when both the request (v4+) and the broker allow it.
 
 use std::sync::Arc;
 
@@ -19,13 +20,31 @@ const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 const ALL_TOPIC_OPERATIONS: i32 = 0b1_1111_1111_1000;
 
 pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
-    let node = BrokerId(broker.config.node_id);
-    let (host, port) = broker.advertised();
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(host.to_string()))
-        .with_port(port)
-        .with_rack(broker.config.rack.clone().map(StrBytes::from_string))];
+    let view = broker.cluster.view();
+    let mut brokers: Vec<MetadataResponseBroker> = view
+        .brokers
+        .values()
+        .filter(|b| b.alive)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.node_id.0 == broker.config.node_id) {
+        // Not registered yet: clients still learn how to reach this broker.
+        let (host, port) = broker.advertised();
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.config.node_id))
+                .with_host(StrBytes::from_string(host.to_string()))
+                .with_port(port)
+                .with_rack(broker.config.rack.clone().map(StrBytes::from_string)),
+        );
+    }
+    let controller = BrokerId(view.controller.as_ref().map_or(-1, |c| c.node_id));
     let allow_create = version < 4 || request.allow_auto_topic_creation;
     let operations =
         if request.include_topic_authorized_operations { ALL_TOPIC_OPERATIONS } else { OPERATIONS_NOT_REQUESTED };
@@ -65,23 +84,32 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(controller)
         .with_topics(topics)
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
 }
 
 fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
-    let partitions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+    let view = broker.cluster.view();
+    let state = broker.engine.catalog().state();
+    let partitions = (0..topic.partition_count())
+        .map(|i| {
+            let index = i as i32;
+            let epoch = state.streams.get(&topic.meta.partitions[i]).map_or(0, |s| s.epoch);
+            let p = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_epoch(i32::try_from(epoch).unwrap_or(i32::MAX));
+            match view.leader(&state, &topic.meta, index) {
+                Some(leader) => {
+                    let node = BrokerId(leader);
+                    p.with_leader_id(node).with_replica_nodes(vec![node]).with_isr_nodes(vec![node])
+                }
+                None => p
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_replica_nodes(Vec::new())
+                    .with_isr_nodes(Vec::new()),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -14,6 +14,7 @@ use super::Reply;
 use crate::broker::{now_ms, Broker};
 use crate::error::Error;
 use crate::metrics::TopicLabels;
+use crate::partition::Partition;
 
 pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
     if request.transactional_id.is_some() {
@@ -55,12 +56,12 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
             let bytes = records.len() as u64;
             let enqueued: Result<_, Error> = match &topic {
                 Err(e) => Err(super::err(e.code(), e.to_string())),
-                Ok(topic) => match topic.partitions.get(usize::try_from(index).unwrap_or(usize::MAX)) {
-                    None => Err(super::err(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("{name} has no partition {index}"),
-                    )),
-                    Some(p) => p.enqueue(&broker.engine, records, &topic.config, now).map(|e| (p.clone(), e)),
+                Ok(topic) => match led_or_arriving(&broker, topic, index).await {
+                    Err(e) => Err(e),
+                    Ok(p) => {
+                        p.count_traffic(bytes, 0);
+                        p.enqueue(&broker.engine, records, &topic.config, now).map(|e| (p.clone(), e))
+                    }
                 },
             };
             partitions.push((index, bytes, enqueued));
@@ -135,4 +136,24 @@ fn refuse_all(request: &ProduceRequest, code: ResponseError) -> ProduceResponse 
         })
         .collect();
     ProduceResponse::default().with_responses(responses)
+}
+
+/// The partition if this broker leads it, waiting briefly when it is assigned here and still
+/// opening (a topic created a moment ago, a partition moving in): a client would otherwise
+/// retry, and an acks=0 producer would lose the batch.
+async fn led_or_arriving(
+    broker: &Arc<Broker>,
+    topic: &crate::broker::Topic,
+    index: i32,
+) -> Result<Arc<Partition>, Error> {
+    match topic.led(index) {
+        Err(e) if e.code() == ResponseError::NotLeaderOrFollower => {
+            if broker.cluster.view().assigned(&topic.meta.name, index) == Some(broker.config.node_id) {
+                broker.wait_led(&topic.meta.name, index, std::time::Duration::from_secs(2)).await
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
 }

@@ -180,6 +180,11 @@ impl Catalog {
         self.applied.subscribe()
     }
 
+    /// Whether an append failed and the catalog refuses writes until [`Self::refresh`].
+    pub fn submit_failed(&self) -> bool {
+        self.failed.lock().is_some()
+    }
+
     /// Whether this catalog is the log's writer.
     pub fn is_writer(&self) -> bool {
         matches!(*self.role.lock(), Role::Writer)

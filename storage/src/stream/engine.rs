@@ -377,6 +377,16 @@ impl StreamEngine {
     /// Deletes a stream and, after the GC grace period, its objects.
     #[tracing::instrument(skip(self))]
     pub async fn delete_stream(&self, stream_id: StreamId) -> Result<()> {
+        self.forget_stream(stream_id);
+        let at_ms = self.inner.clock.now_ms();
+        self.inner.catalog.submit(vec![CatalogRecord::DeleteStream { stream_id, at_ms }]).await?;
+        Ok(())
+    }
+
+    /// Drops this node's state of a stream without committing anything: the stream was
+    /// deleted (by another node), or this node lost it and must not write it any more. Data
+    /// acknowledged and not uploaded is dropped with it.
+    pub fn forget_stream(&self, stream_id: StreamId) {
         let removed = self.inner.cache.lock().streams.remove(&stream_id);
         if let Some(s) = removed {
             let bytes: usize = s.batches.values().map(|b| b.payload.len()).sum();
@@ -389,9 +399,11 @@ impl StreamEngine {
                 }
             }
         }
-        let at_ms = self.inner.clock.now_ms();
-        self.inner.catalog.submit(vec![CatalogRecord::DeleteStream { stream_id, at_ms }]).await?;
-        Ok(())
+    }
+
+    /// Whether this node has the stream open.
+    pub fn is_open(&self, stream_id: StreamId) -> bool {
+        self.inner.cache.lock().streams.contains_key(&stream_id)
     }
 
     /// Appends one batch holding offsets `base_offset..end_offset`; returns once durable.

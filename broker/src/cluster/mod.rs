@@ -1,0 +1,382 @@
+//! The broker cluster: N brokers sharing one bucket behave as one Kafka cluster, and no broker
+//! owns data another cannot take over. Design notes: `docs/cluster.md`.
+//!
+//! - [`records`]: the cluster's records in the catalog (controller claim, brokers, assignments).
+//! - [`rpc`]: the brokers' internal HTTP API (metadata forwarding and feed, heartbeats).
+//! - [`controller`]: the controller's duties (membership, failover, assignment, balancing).
+//! - [`placement`]: where partitions go (pure).
+//! - [`ownership`]: each broker opens the partitions assigned to it and closes the others.
+//!
+//! Every broker runs the same tasks: it follows the controller's metadata (or is the
+//! controller), heartbeats to it, and reconciles its partitions with the assignments. The
+//! controller is whoever last claimed the role in the metadata log; followers claim it when
+//! the controller stays unreachable for `controller_timeout`. A claim is a compare-and-set on
+//! the previous claim, appended by a broker that first read the whole log from the bucket; the
+//! deposed controller's next append fails, and it becomes a follower.
+
+pub mod admin;
+pub mod controller;
+pub mod ownership;
+pub mod placement;
+pub mod records;
+pub mod rpc;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use automq_storage::metadata::{Catalog, CatalogRecord};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use self::records::{BrokerRecord, ClusterView, ControllerClaim, WalKind, CONTROLLER_KEY};
+use self::rpc::{ControllerLink, Fed, Heartbeat, HeartbeatReply, PartitionLoad, RpcClient};
+
+/// Timing of the cluster protocol.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How often a broker heartbeats to the controller.
+    pub heartbeat_interval: Duration,
+    /// A broker not heard from for this long is dead (its S3 WAL is taken over, its partitions
+    /// move).
+    pub session_timeout: Duration,
+    /// How long followers tolerate an unreachable controller before electing a new one.
+    pub controller_timeout: Duration,
+    /// Balancing moves per controller pass.
+    pub max_moves_per_pass: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            session_timeout: Duration::from_secs(4),
+            controller_timeout: Duration::from_secs(4),
+            max_moves_per_pass: 16,
+        }
+    }
+}
+
+/// What this broker tells the controller about itself.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: i32,
+    pub incarnation: u64,
+    pub host: String,
+    pub port: i32,
+    pub http: String,
+    pub rack: Option<String>,
+    pub wal: WalKind,
+    /// The S3 WAL epoch this incarnation writes in (what a takeover fences up to).
+    pub wal_epoch: Option<u64>,
+}
+
+/// The controller's memory of heartbeats (not persisted: a new controller starts everyone's
+/// session afresh).
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    pub(crate) since: Option<Instant>,
+    pub(crate) last: HashMap<i32, (Instant, Heartbeat)>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub identity: RwLock<Identity>,
+    catalog: Arc<Catalog>,
+    rpc: RpcClient,
+    /// host:port of the controller this broker follows (`None`: it is the controller).
+    following: Arc<RwLock<Option<String>>>,
+    view: Mutex<Option<Arc<ClusterView>>>,
+    pub(crate) sessions: Mutex<Sessions>,
+    /// Measured partition load on this broker, sent with heartbeats.
+    pub(crate) load: Mutex<Vec<PartitionLoad>>,
+    /// Wakes the controller pass (a heartbeat brought news).
+    pub(crate) wake: Notify,
+    /// This incarnation was declared dead: it must stop.
+    fenced: Mutex<Option<String>>,
+    /// Shutting down: never claims the controller role again.
+    leaving: std::sync::atomic::AtomicBool,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig, identity: Identity, catalog: Arc<Catalog>) -> Arc<Self> {
+        Arc::new(Cluster {
+            config,
+            identity: RwLock::new(identity),
+            catalog,
+            rpc: RpcClient::new(),
+            following: Arc::new(RwLock::new(None)),
+            view: Mutex::new(None),
+            sessions: Mutex::new(Sessions::default()),
+            load: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            fenced: Mutex::new(None),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.identity.read().node_id
+    }
+
+    /// The cluster as the current catalog state describes it (cached per state).
+    pub fn view(&self) -> Arc<ClusterView> {
+        let state = self.catalog.state();
+        let mut cached = self.view.lock();
+        if let Some(v) = cached.as_ref().filter(|v| v.applied_seq == state.applied_seq && state.applied_seq > 0) {
+            return v.clone();
+        }
+        let v = Arc::new(ClusterView::of(&state));
+        *cached = Some(v.clone());
+        v
+    }
+
+    /// Whether this broker is the controller (writes the metadata log and holds the claim).
+    pub fn is_controller(&self) -> bool {
+        self.catalog.is_writer() && self.view().controller.as_ref().is_some_and(|c| self.is_me(c))
+    }
+
+    fn is_me(&self, claim: &ControllerClaim) -> bool {
+        let me = self.identity.read();
+        claim.node_id == me.node_id && claim.incarnation == me.incarnation
+    }
+
+    /// Why this incarnation must stop, if it was declared dead and its WAL taken over.
+    pub fn fenced(&self) -> Option<String> {
+        self.fenced.lock().clone()
+    }
+
+    /// A planned shutdown started.
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn fence(&self, why: String) {
+        tracing::error!(reason = %why, "this broker was fenced by the cluster; it acknowledges nothing more and must restart");
+        *self.fenced.lock() = Some(why);
+    }
+
+    /// Settles this broker's role at start-up, before anything is submitted: claims the
+    /// controller role when there is none (or the claimant was this node's previous
+    /// incarnation), else follows the claimant.
+    pub async fn bootstrap(&self) -> automq_storage::Result<()> {
+        let view = self.view();
+        match view.controller.clone() {
+            Some(c) if c.node_id != self.node_id() => self.follow(&c),
+            _ => self.claim().await?,
+        }
+        Ok(())
+    }
+
+    fn follow(&self, claim: &ControllerClaim) {
+        tracing::info!(controller = claim.node_id, epoch = claim.epoch, at = %claim.http, "following the controller");
+        *self.following.write() = Some(claim.http.clone());
+        self.catalog.follow(Arc::new(ControllerLink { rpc: self.rpc.clone(), target: self.following.clone() }));
+    }
+
+    /// Claims the controller role: reads the log from the bucket, then replaces the claim it
+    /// saw. On losing (someone else claimed first), follows the winner.
+    pub async fn claim(&self) -> automq_storage::Result<()> {
+        if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.catalog.become_writer().await?;
+        let view = self.view();
+        let seen = view.raw.get(CONTROLLER_KEY).cloned();
+        let epoch = view.controller.as_ref().map_or(0, |c| c.epoch) + 1;
+        let me = self.identity.read().clone();
+        let claim = ControllerClaim { node_id: me.node_id, incarnation: me.incarnation, epoch, http: me.http.clone() };
+        let value = serde_json::to_string(&claim).map_err(|e| automq_storage::Error::Failed(e.to_string()))?;
+        let records = vec![
+            CatalogRecord::KvExpect {
+                key: CONTROLLER_KEY.into(),
+                digest: seen.as_deref().map(automq_storage::metadata::state::kv_digest),
+            },
+            CatalogRecord::KvPut { key: CONTROLLER_KEY.into(), value },
+        ];
+        match self.catalog.submit(records).await {
+            Ok(_) => {
+                *self.following.write() = None;
+                {
+                    let mut s = self.sessions.lock();
+                    s.since = Some(Instant::now());
+                    s.last.clear();
+                }
+                tracing::info!(epoch, "this broker is the controller");
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "lost the controller election");
+                let _ = self.catalog.refresh().await;
+                match self.view().controller.clone() {
+                    Some(c) if !self.is_me(&c) => {
+                        self.follow(&c);
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Follows the controller's metadata (or, as the controller, checks it still is), and
+    /// elects a new controller when the current one stays unreachable. Runs until `stop`.
+    pub async fn run_metadata(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last_ok = Instant::now();
+        let mut last_check = Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if self.catalog.is_writer() {
+                // Deposed controllers learn it from the bucket: one HEAD a second.
+                if last_check.elapsed() >= Duration::from_secs(1) || self.catalog.submit_failed() {
+                    last_check = Instant::now();
+                    if let Err(e) = self.catalog.refresh().await {
+                        tracing::warn!(error = %e, "cannot check the metadata log");
+                    }
+                    match self.view().controller.clone() {
+                        Some(c) if !self.is_me(&c) => self.follow(&c),
+                        None => {
+                            let _ = self.claim().await;
+                        }
+                        _ => {}
+                    }
+                }
+                last_ok = Instant::now();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            let Some(addr) = self.following.read().clone() else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let after = self.catalog.state().applied_seq;
+            let fed = tokio::select! {
+                r = self.rpc.feed(&addr, after, Duration::from_secs(1)) => r,
+                _ = stop.changed() => return,
+            };
+            let applied = match fed {
+                Ok(Fed::Entries(entries)) => self.catalog.apply_entries(entries),
+                Ok(Fed::State(json)) => self.catalog.apply_state(&json),
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(()) => {
+                    last_ok = Instant::now();
+                    self.after_metadata_change();
+                    if self.view().controller.is_none() {
+                        // The controller gave up its role (a planned shutdown).
+                        if let Err(e) = self.claim().await {
+                            tracing::warn!(error = %e, "controller claim failed; will retry");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, controller = %addr, "metadata feed failed");
+                    if last_ok.elapsed() >= self.config.controller_timeout {
+                        tracing::warn!(controller = %addr, silent_for = ?last_ok.elapsed(), "controller unreachable; claiming the role");
+                        if let Err(e) = self.claim().await {
+                            tracing::warn!(error = %e, "controller claim failed; will retry");
+                        }
+                        last_ok = Instant::now();
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows a new claim seen in replicated metadata, and notices being declared dead.
+    fn after_metadata_change(&self) {
+        let view = self.view();
+        if let Some(c) = &view.controller {
+            if !self.is_me(c) && self.following.read().as_deref() != Some(c.http.as_str()) {
+                self.follow(c);
+            }
+        }
+        let me = self.identity.read().clone();
+        if let Some(b) = view.brokers.get(&me.node_id) {
+            if b.incarnation == me.incarnation && b.wal_recovered == Some(me.incarnation) {
+                self.fence(format!("the controller declared broker {} dead and took over its WAL", me.node_id));
+            }
+        }
+    }
+
+    /// Heartbeats to the controller until `stop` (as the controller, to itself).
+    pub async fn run_heartbeats(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let hb = self.heartbeat_message();
+            let following = self.following.read().clone();
+            let reply = match following {
+                None if self.catalog.is_writer() => self.controller_heartbeat(hb),
+                None => None,
+                Some(addr) => self.rpc.heartbeat(&addr, &hb, self.config.heartbeat_interval * 2).await.ok(),
+            };
+            if reply.is_some_and(|r| r.fenced) {
+                self.fence("the controller says this incarnation was declared dead".into());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.heartbeat_interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn heartbeat_message(&self) -> Heartbeat {
+        let me = self.identity.read().clone();
+        Heartbeat {
+            node_id: me.node_id,
+            incarnation: me.incarnation,
+            host: me.host,
+            port: me.port,
+            http: me.http,
+            rack: me.rack,
+            wal: me.wal,
+            wal_epoch: me.wal_epoch,
+            load: self.load.lock().clone(),
+        }
+    }
+
+    /// On the controller: records a heartbeat. `None` if this broker is not the controller.
+    pub fn controller_heartbeat(&self, hb: Heartbeat) -> Option<HeartbeatReply> {
+        if !self.is_controller() {
+            return None;
+        }
+        let view = self.view();
+        let fenced = view
+            .brokers
+            .get(&hb.node_id)
+            .is_some_and(|b| b.incarnation == hb.incarnation && b.wal_recovered == Some(hb.incarnation));
+        let news = match view.brokers.get(&hb.node_id) {
+            Some(b) => !fenced && (!b.alive || registration_differs(b, &hb)),
+            None => true,
+        };
+        self.sessions.lock().last.insert(hb.node_id, (Instant::now(), hb));
+        if news {
+            self.wake.notify_one();
+        }
+        Some(HeartbeatReply { fenced })
+    }
+}
+
+/// Whether a heartbeat's registration details differ from the record.
+pub(crate) fn registration_differs(b: &BrokerRecord, hb: &Heartbeat) -> bool {
+    b.incarnation != hb.incarnation
+        || b.host != hb.host
+        || b.port != hb.port
+        || b.http != hb.http
+        || b.rack != hb.rack
+        || b.wal != hb.wal
+        || b.wal_epoch != hb.wal_epoch
+}

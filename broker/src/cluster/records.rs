@@ -1,0 +1,181 @@
+//! Cluster records in the catalog's key-value namespace, written only by the controller (or a
+//! broker claiming the controller role), read by every broker from its replicated catalog:
+//!
+//! - `cluster/controller`: the controller's claim ([`ControllerClaim`]). A new controller
+//!   replaces it with a compare-and-set on the claim it saw, so two claimants cannot both win.
+//! - `cluster/broker/{id}`: a broker's registration and liveness ([`BrokerRecord`]).
+//! - `cluster/assign/{topic}`: the broker each partition of a topic is assigned to.
+//!
+//! A partition's leader epoch is its stream's epoch: the assigned broker opens the stream at
+//! the next epoch, which fences whoever had it before. See `docs/cluster.md`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use automq_storage::metadata::CatalogState;
+use serde::{Deserialize, Serialize};
+
+use crate::topics::{TopicMeta, KV_PREFIX};
+
+pub const CONTROLLER_KEY: &str = "cluster/controller";
+pub const BROKER_PREFIX: &str = "cluster/broker/";
+pub const ASSIGN_PREFIX: &str = "cluster/assign/";
+
+pub fn broker_key(node_id: i32) -> String {
+    format!("{BROKER_PREFIX}{node_id}")
+}
+
+pub fn assign_key(topic: &str) -> String {
+    format!("{ASSIGN_PREFIX}{topic}")
+}
+
+/// Who the controller is, and where its internal API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerClaim {
+    pub node_id: i32,
+    /// The broker process that claimed (a restarted broker is a new incarnation).
+    pub incarnation: u64,
+    /// Bumped by every claim.
+    pub epoch: u64,
+    /// host:port of the claimant's HTTP listener.
+    pub http: String,
+}
+
+/// Which write-ahead log a broker runs, which decides what happens when it dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalKind {
+    /// In the bucket: a peer can fence and replay it, so the partitions move elsewhere.
+    S3,
+    /// On the broker's own disk: its partitions wait for it to come back.
+    File,
+}
+
+/// A broker as the controller registered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub node_id: i32,
+    /// The Kafka listener clients are told about.
+    pub host: String,
+    pub port: i32,
+    /// host:port of its HTTP listener (internal and admin API, metrics).
+    pub http: String,
+    pub rack: Option<String>,
+    pub wal: WalKind,
+    /// The S3 WAL epoch of this incarnation (what a takeover fences up to).
+    #[serde(default)]
+    pub wal_epoch: Option<u64>,
+    /// Random per process start.
+    pub incarnation: u64,
+    /// Heartbeating within the session timeout (as the controller last decided).
+    pub alive: bool,
+    /// An operator asked for the broker to be emptied (it keeps running, leads nothing) until
+    /// the drain is cancelled.
+    pub draining: bool,
+    /// This incarnation is shutting down and hands its partitions off first (cleared when
+    /// the broker comes back as a new incarnation).
+    #[serde(default)]
+    pub leaving: bool,
+    /// The incarnation whose S3 WAL a peer fenced and replayed after it died: that process
+    /// may never acknowledge anything again (its WAL writes fail), and its partitions may
+    /// open elsewhere.
+    #[serde(default)]
+    pub wal_recovered: Option<u64>,
+}
+
+impl BrokerRecord {
+    /// Can lead partitions now.
+    pub fn eligible(&self) -> bool {
+        self.alive && !self.draining && !self.leaving
+    }
+
+    /// Dead, and its S3 WAL taken over: its former partitions may be opened by others
+    /// without it closing them. (A dead file-WAL broker never releases its partitions: what
+    /// it acknowledged may be only on its disk.)
+    pub fn released(&self) -> bool {
+        !self.alive && self.wal == WalKind::S3 && self.wal_recovered == Some(self.incarnation)
+    }
+}
+
+/// The cluster as one catalog state describes it.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub applied_seq: u64,
+    pub controller: Option<ControllerClaim>,
+    pub brokers: BTreeMap<i32, BrokerRecord>,
+    /// Broker per partition, by topic (shorter than the topic, or -1: not assigned yet).
+    pub assignments: BTreeMap<String, Vec<i32>>,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// The raw catalog values of the cluster records, for compare-and-set changes.
+    pub raw: BTreeMap<String, String>,
+}
+
+fn scan<'a>(state: &'a CatalogState, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+    state.kv.range(prefix.to_string()..).take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+impl ClusterView {
+    pub fn of(state: &CatalogState) -> Self {
+        let mut view = ClusterView { applied_seq: state.applied_seq, ..ClusterView::default() };
+        if let Some(raw) = state.kv.get(CONTROLLER_KEY) {
+            view.controller = serde_json::from_str(raw).ok();
+            view.raw.insert(CONTROLLER_KEY.to_string(), raw.clone());
+        }
+        for (k, v) in scan(state, BROKER_PREFIX) {
+            match serde_json::from_str::<BrokerRecord>(v) {
+                Ok(b) => {
+                    view.brokers.insert(b.node_id, b);
+                    view.raw.insert(k.clone(), v.clone());
+                }
+                Err(e) => tracing::error!(key = %k, error = %e, "unreadable broker record"),
+            }
+        }
+        for (k, v) in scan(state, ASSIGN_PREFIX) {
+            match serde_json::from_str::<Vec<i32>>(v) {
+                Ok(a) => {
+                    view.assignments.insert(k[ASSIGN_PREFIX.len()..].to_string(), a);
+                    view.raw.insert(k.clone(), v.clone());
+                }
+                Err(e) => tracing::error!(key = %k, error = %e, "unreadable assignment record"),
+            }
+        }
+        for (k, v) in scan(state, KV_PREFIX) {
+            match serde_json::from_str::<TopicMeta>(v) {
+                Ok(t) => {
+                    view.topics.insert(t.name.clone(), Arc::new(t));
+                    view.raw.insert(k.clone(), v.clone());
+                }
+                Err(e) => tracing::error!(key = %k, error = %e, "unreadable topic record; skipping it"),
+            }
+        }
+        view
+    }
+
+    /// The broker a partition is assigned to, if any.
+    pub fn assigned(&self, topic: &str, partition: i32) -> Option<i32> {
+        let a = self.assignments.get(topic)?.get(usize::try_from(partition).ok()?).copied()?;
+        (a >= 0).then_some(a)
+    }
+
+    /// The live broker clients should talk to for a partition: its current stream owner if
+    /// that broker is alive (a move not finished yet), else the assigned one if alive.
+    pub fn leader(&self, state: &CatalogState, topic: &TopicMeta, partition: i32) -> Option<i32> {
+        let alive = |id: i32| self.brokers.get(&id).is_some_and(|b| b.alive);
+        let stream = usize::try_from(partition).ok().and_then(|i| topic.partitions.get(i))?;
+        let owner = state.streams.get(stream).and_then(|s| s.owner).map(|o| o as i32);
+        owner.filter(|o| alive(*o)).or_else(|| self.assigned(&topic.name, partition).filter(|a| alive(*a)))
+    }
+
+    /// Partitions assigned to each broker.
+    pub fn partitions_of(&self) -> BTreeMap<i32, Vec<(String, i32)>> {
+        let mut out: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        for (topic, brokers) in &self.assignments {
+            for (p, b) in brokers.iter().enumerate() {
+                if *b >= 0 {
+                    out.entry(*b).or_default().push((topic.clone(), p as i32));
+                }
+            }
+        }
+        out
+    }
+}
