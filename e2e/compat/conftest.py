@@ -236,6 +236,34 @@ def make_broker(request, tmp_path):
 
 
 @pytest.fixture
+def make_cluster(request, tmp_path):
+    """Factory: make_cluster(wal="file"|"s3", store="file"|"s3") -> an empty BrokerSet whose
+    brokers are cleaned up (and their logs reported) like make_broker's."""
+    from brokerset import BrokerSet
+
+    brokers = []
+    request.node._automq_brokers = brokers
+
+    def factory(name, root, args, env):
+        b = Broker(name, root, args, env)
+        brokers.append(b)
+        return b
+
+    def make(wal="file", store="file"):
+        endpoint = _s3_endpoint() if "s3" in (wal, store) and store == "s3" else None
+        env = {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+        return BrokerSet(factory, tmp_path, wal=wal, store=store, s3_endpoint=endpoint, s3_env=env)
+
+    yield make
+
+    gc.collect()
+    for b in brokers:
+        if getattr(b, "paused", False) and b.proc is not None and b.proc.poll() is None:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        b.close()
+
+
+@pytest.fixture
 def broker(make_broker):
     """A broker with the file WAL and a local object store in a fresh directory."""
     return make_broker("file")

@@ -1,10 +1,15 @@
 //! Local-directory backend: the embedded default.
 //!
-//! Durability and atomicity: every write goes to a temporary file under `<root>/.tmp`, is
-//! fsynced, then moved onto its key: `rename(2)` for `put`, `link(2)` for `put_if_absent`
+//! Durability and atomicity: every write goes to a temporary file under `<root>/.tmp/<store>`,
+//! is fsynced, then moved onto its key: `rename(2)` for `put`, `link(2)` for `put_if_absent`
 //! (which fails with `EEXIST` atomically, so of several racing creators exactly one wins). The
 //! parent directory is fsynced afterwards, so an acknowledged object survives power loss and a
 //! reader never sees a partial object.
+//!
+//! Several processes may share one directory (brokers of one cluster on a local bucket): each
+//! store stages in a directory of its own, and clears only other stores' staging directories
+//! idle for longer than [`STALE_TMP`] (a crashed process's leftovers). A store whose staging
+//! directory was cleared under it (idle that long) creates it again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -20,25 +25,38 @@ use super::{validate_key, ObjectMeta, ObjectStore};
 use crate::{Error, Result};
 
 const TMP_DIR: &str = ".tmp";
+/// Another store's staging directory unchanged for this long is a crashed process's.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug)]
 pub struct FsStore {
     root: PathBuf,
+    /// This store's staging directory.
+    tmp: PathBuf,
     tmp_counter: AtomicU64,
 }
 
 impl FsStore {
-    /// Opens (creating if needed) the directory `root` and clears temporary files left by a
-    /// crash.
+    /// Opens (creating if needed) the directory `root` and clears staging directories that
+    /// crashed processes left.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        let tmp = root.join(TMP_DIR);
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let tmp_root = root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_root).map_err(|e| Error::io(&tmp_root, e))?;
+        for entry in fs::read_dir(&tmp_root).map_err(|e| Error::io(&tmp_root, e))?.flatten() {
+            let idle = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if idle.is_some_and(|idle| idle > STALE_TMP) {
+                let path = entry.path();
+                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                if let Err(e) = removed {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot clear a stale staging directory");
+                }
+            }
         }
+        let tmp = tmp_root.join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
         fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         sync_dir(&root)?;
-        Ok(FsStore { root, tmp_counter: AtomicU64::new(0) })
+        Ok(FsStore { root, tmp, tmp_counter: AtomicU64::new(0) })
     }
 
     pub fn root(&self) -> &Path {
@@ -55,7 +73,7 @@ impl FsStore {
 
     fn tmp_path(&self) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        self.root.join(TMP_DIR).join(format!("{}-{n}", std::process::id()))
+        self.tmp.join(n.to_string())
     }
 }
 
@@ -90,7 +108,18 @@ fn ensure_parent(root: &Path, path: &Path) -> Result<()> {
 }
 
 fn write_tmp(tmp: &Path, data: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+    let open = || OpenOptions::new().write(true).create_new(true).open(tmp);
+    let mut file = match open() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Our staging directory was cleared as stale by another process: make it again.
+            if let Some(dir) = tmp.parent() {
+                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            open()
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io(tmp, e))?;
     file.write_all(data).map_err(|e| Error::io(tmp, e))?;
     file.sync_all().map_err(|e| Error::io(tmp, e))
 }
@@ -228,4 +257,32 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_sharing_a_directory_keep_each_others_staging_and_clear_stale_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FsStore::open(dir.path()).unwrap();
+        let stale = dir.path().join(TMP_DIR).join("1-dead");
+        fs::create_dir_all(&stale).unwrap();
+        fs::write(stale.join("0"), b"half").unwrap();
+        let old = std::time::SystemTime::now() - STALE_TMP - std::time::Duration::from_secs(60);
+        File::open(&stale).unwrap().set_modified(old).unwrap();
+
+        // Opening a second store on the directory leaves the first one's staging alone.
+        let second = FsStore::open(dir.path()).unwrap();
+        first.put("a", Bytes::from_static(b"1")).await.unwrap();
+        second.put_if_absent("b", Bytes::from_static(b"2")).await.unwrap();
+        assert_eq!(second.get("a").await.unwrap(), Bytes::from_static(b"1"));
+        assert!(!stale.exists(), "a crashed process's staging directory is cleared");
+
+        // A store whose staging directory was cleared under it makes it again.
+        fs::remove_dir_all(&first.tmp).unwrap();
+        first.put("c", Bytes::from_static(b"3")).await.unwrap();
+        assert_eq!(second.get("c").await.unwrap(), Bytes::from_static(b"3"));
+    }
 }
