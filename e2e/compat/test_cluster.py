@@ -57,7 +57,7 @@ def test_scale_out_to_six_and_back_to_three_while_clients_run(make_cluster):
         c.add(i)
     c.wait_settled([1, 2, 3, 4, 5, 6])
     scale_out = time.monotonic() - started
-    assert all(n >= 3 for n in c.leading().values()), f"every new broker took its share: {c.leading()}"
+    wait_until(lambda: all(n >= 3 for n in c.leading().values()), "every new broker to take its share", timeout=10)
     time.sleep(1)
     for i in (6, 5, 4):
         c.brokers[i].stop()  # SIGTERM: a planned shutdown hands the partitions off first

@@ -23,6 +23,7 @@ class Workload:
         self.consumed = defaultdict(list)  # partition -> [(offset, value)] in delivery order
         self.errors = []
         self._stop = threading.Event()
+        self._stop_consumers = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._produce, daemon=True)]
         self._threads += [threading.Thread(target=self._consume, args=(i,), daemon=True) for i in range(consumers)]
@@ -70,7 +71,7 @@ class Workload:
                       "topic.metadata.refresh.interval.ms": 1000})
         c.subscribe([self.topic])
         try:
-            while not self._stop.is_set() or self._behind():
+            while not self._stop_consumers.is_set() or self._behind():
                 msg = c.poll(0.1)
                 if msg is None:
                     continue
@@ -90,10 +91,14 @@ class Workload:
             return len(seen) < len(self.acked) and time.monotonic() < self._drain_until
 
     def stop(self, drain_timeout=60):
-        self._drain_until = time.monotonic() + drain_timeout
+        """Stops producing (waiting for every acknowledgement), then lets the group read up to
+        the end (at most `drain_timeout`)."""
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=drain_timeout + 130)
+        self._threads[0].join(timeout=130)
+        self._drain_until = time.monotonic() + drain_timeout
+        self._stop_consumers.set()
+        for t in self._threads[1:]:
+            t.join(timeout=drain_timeout + 10)
 
     def audit(self):
         assert not self.errors, self.errors
