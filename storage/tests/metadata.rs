@@ -40,7 +40,7 @@ automq_storage::store_tests!(
     a_reopened_catalog_has_the_same_state,
     concurrent_submissions_are_group_committed,
     a_rejected_submission_leaves_the_rest_of_its_group_committed,
-    a_second_catalog_is_fenced_and_fails_until_reopened,
+    a_fenced_catalog_catches_up_and_applies_its_submission_once,
     refresh_follows_another_writer_and_recovers_from_fencing,
 );
 
@@ -480,28 +480,26 @@ async fn a_rejected_submission_leaves_the_rest_of_its_group_committed(store: Sha
     assert_eq!(*reopened.state(), *state);
 }
 
-async fn a_second_catalog_is_fenced_and_fails_until_reopened(store: SharedStore) {
+async fn a_fenced_catalog_catches_up_and_applies_its_submission_once(store: SharedStore) {
     let (_, clock) = manual_clock();
     let a = Catalog::open(store.clone(), catalog_config(1000), clock.clone()).await.unwrap();
     let b = Catalog::open(store.clone(), catalog_config(1000), clock.clone()).await.unwrap();
     assert_eq!(a.submit(vec![kv("owner", "a")]).await.unwrap(), 1);
 
-    // B never read A's entry: its append loses sequence 1, and it stops writing for good.
-    assert_err!(b.submit(vec![kv("owner", "b")]).await, Error::Fenced(_));
-    assert_err!(b.submit(vec![kv("other", "b")]).await, Error::Failed(_));
-    assert_err!(b.create_stream().await, Error::Failed(_));
-    assert!(b.state().kv.is_empty(), "a fenced catalog never publishes the change it could not log");
-    assert_eq!(a.submit(vec![kv("second", "a")]).await.unwrap(), 2, "A goes on");
-
-    // Reopened, B sees A's changes and may write again; now A is the one behind.
-    let b = Catalog::open(store.clone(), catalog_config(1000), clock.clone()).await.unwrap();
-    assert_eq!(*b.state(), *a.state());
-    assert_eq!(b.state().kv["owner"], "a");
-    assert_eq!(b.submit(vec![kv("owner", "b")]).await.unwrap(), 3);
-    assert_err!(a.submit(vec![kv("owner", "a again")]).await, Error::Fenced(_));
+    // B never read A's entry: its append loses sequence 1, it reads the log and retries on
+    // top of A's entry (the records are checked against the state A left).
+    assert_eq!(b.submit(vec![kv("owner", "b")]).await.unwrap(), 2);
+    assert_eq!(b.state().kv["owner"], "b");
+    assert_eq!(b.state().applied_seq, 2);
+    // A precondition computed from what B saw before catching up is refused, not retried.
+    let stale =
+        CatalogRecord::KvExpect { key: "owner".into(), digest: Some(automq_storage::metadata::state::kv_digest("a")) };
+    assert_err!(a.submit(vec![stale.clone(), kv("owner", "a again")]).await, Error::PreconditionFailed(_));
+    assert_eq!(a.state().kv["owner"], "b", "A caught up while retrying");
     let fresh = Catalog::open(store, catalog_config(1000), clock).await.unwrap();
     assert_eq!(fresh.state().kv["owner"], "b");
     assert_eq!(*fresh.state(), *b.state());
+    assert_eq!(fresh.state().applied_seq, 2, "each submission landed once");
 }
 
 async fn refresh_follows_another_writer_and_recovers_from_fencing(store: SharedStore) {
@@ -529,13 +527,10 @@ async fn refresh_follows_another_writer_and_recovers_from_fencing(store: SharedS
     assert!(b.refresh().await.unwrap());
     assert_eq!(*b.state(), *a.state());
 
-    // B writes on top of what it follows; A, now behind, is fenced, then refreshes and goes on.
+    // B writes on top of what it follows; A, now behind, is fenced, catches up and goes on.
     assert_eq!(b.submit(vec![kv("x", "b")]).await.unwrap(), 3);
-    assert_err!(a.submit(vec![kv("z", "a")]).await, Error::Fenced(_));
-    assert_err!(a.submit(vec![kv("z", "a")]).await, Error::Failed(_));
-    assert!(a.refresh().await.unwrap());
-    assert_eq!(a.state().kv["x"], "b");
     assert_eq!(a.submit(vec![kv("z", "a")]).await.unwrap(), 4);
+    assert_eq!(a.state().kv["x"], "b");
     // A snapshots every 3 entries; idle past the lease, B still converges (from the snapshot).
     for i in 0..6 {
         a.submit(vec![kv("n", &i.to_string())]).await.unwrap();

@@ -199,14 +199,17 @@ impl Cluster {
             },
             CatalogRecord::KvPut { key: CONTROLLER_KEY.into(), value },
         ];
+        // Every broker's session starts afresh before the claim can land: the controller pass
+        // may run the moment the state holds the claim, and stale heartbeats from an earlier
+        // stint as controller would declare live brokers dead.
+        {
+            let mut s = self.sessions.lock();
+            s.since = Some(Instant::now());
+            s.last.clear();
+        }
         match self.catalog.submit(records).await {
             Ok(_) => {
                 *self.following.write() = None;
-                {
-                    let mut s = self.sessions.lock();
-                    s.since = Some(Instant::now());
-                    s.last.clear();
-                }
                 tracing::info!(epoch, "this broker is the controller");
                 self.wake.notify_one();
                 Ok(())
@@ -228,13 +231,20 @@ impl Cluster {
     /// Follows the controller's metadata (or, as the controller, checks it still is), and
     /// elects a new controller when the current one stays unreachable. Runs until `stop`.
     pub async fn run_metadata(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut last_ok = Instant::now();
+        // The controller is presumed gone only after failing for `controller_timeout` over
+        // several attempts: one long gap (this process was paused) proves nothing.
+        let mut failing: Option<(Instant, u32)> = None;
         let mut last_check = Instant::now();
         loop {
             if *stop.borrow() {
                 return;
             }
             if self.catalog.is_writer() {
+                if let Some(c) = self.view().controller.clone().filter(|c| !self.is_me(c)) {
+                    // Our catalog caught up with another writer's claim.
+                    self.follow(&c);
+                    continue;
+                }
                 // Deposed controllers learn it from the bucket: one HEAD a second.
                 if last_check.elapsed() >= Duration::from_secs(1) || self.catalog.submit_failed() {
                     last_check = Instant::now();
@@ -249,7 +259,7 @@ impl Cluster {
                         _ => {}
                     }
                 }
-                last_ok = Instant::now();
+                failing = None;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     _ = stop.changed() => return,
@@ -261,8 +271,10 @@ impl Cluster {
                 continue;
             };
             let after = self.catalog.state().applied_seq;
+            let attempt = Instant::now();
+            let wait = (self.config.controller_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
             let fed = tokio::select! {
-                r = self.rpc.feed(&addr, after, Duration::from_secs(1)) => r,
+                r = self.rpc.feed(&addr, after, wait, wait + self.config.controller_timeout / 2) => r,
                 _ = stop.changed() => return,
             };
             let applied = match fed {
@@ -272,7 +284,7 @@ impl Cluster {
             };
             match applied {
                 Ok(()) => {
-                    last_ok = Instant::now();
+                    failing = None;
                     self.after_metadata_change();
                     if self.view().controller.is_none() {
                         // The controller gave up its role (a planned shutdown).
@@ -283,12 +295,16 @@ impl Cluster {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, controller = %addr, "metadata feed failed");
-                    if last_ok.elapsed() >= self.config.controller_timeout {
-                        tracing::warn!(controller = %addr, silent_for = ?last_ok.elapsed(), "controller unreachable; claiming the role");
+                    // The streak starts when its first failed attempt was sent: a hung controller
+                    // costs the full timeout per attempt.
+                    let (since, attempts) = failing.get_or_insert((attempt, 0));
+                    *attempts += 1;
+                    if since.elapsed() >= self.config.controller_timeout && *attempts >= 2 && self.fenced().is_none() {
+                        tracing::warn!(controller = %addr, failing_for = ?since.elapsed(), "controller unreachable; claiming the role");
                         if let Err(e) = self.claim().await {
                             tracing::warn!(error = %e, "controller claim failed; will retry");
                         }
-                        last_ok = Instant::now();
+                        failing = None;
                     } else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }

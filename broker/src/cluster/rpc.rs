@@ -227,13 +227,15 @@ impl RpcClient {
         Ok(Self::decode::<Submitted>(what, r).await?.seq)
     }
 
-    pub async fn feed(&self, addr: &str, after: u64, wait: Duration) -> Result<Fed, StorageError> {
+    /// Long-polls for entries after `after` (the controller answers within `wait`); gives up
+    /// after `timeout` (a controller that does not answer in time counts as unreachable).
+    pub async fn feed(&self, addr: &str, after: u64, wait: Duration, timeout: Duration) -> Result<Fed, StorageError> {
         let what = "following the controller's metadata";
         let r = self
             .http
             .get(format!("http://{addr}/internal/v1/metadata/feed"))
             .query(&[("after", after), ("wait_ms", wait.as_millis() as u64)])
-            .timeout(wait + Duration::from_secs(2))
+            .timeout(timeout.max(wait + Duration::from_millis(200)))
             .send()
             .await
             .map_err(|e| unavailable(what, e))?;

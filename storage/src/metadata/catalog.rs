@@ -201,16 +201,16 @@ impl Catalog {
 
     /// Commits `records` atomically (all or none), returning the log sequence they landed in
     /// (on a follower: forwarded to the writer; the state holds them when this returns).
+    ///
+    /// Every submission is tagged with an id the state remembers, so a failure that leaves
+    /// the outcome unknown (an append that timed out, another writer taking the log, a lost
+    /// answer from the writer) is retried for up to `forward_timeout` and applies once: the
+    /// writer catches up with the log before retrying. Refusals (the records do not apply to
+    /// the state) are returned at once.
     pub async fn submit(&self, records: Vec<CatalogRecord>) -> Result<u64> {
-        let role = self.role.lock().clone();
-        match role {
-            Role::Writer => self.submit_local(records).await,
-            Role::Follower(_) => {
-                let mut tagged = vec![CatalogRecord::Submission { id: format!("{:032x}", rand::random::<u128>()) }];
-                tagged.extend(records);
-                self.forward(tagged).await
-            }
-        }
+        let mut tagged = vec![CatalogRecord::Submission { id: format!("{:032x}", rand::random::<u128>()) }];
+        tagged.extend(records);
+        self.forward(tagged).await
     }
 
     /// Forwards a tagged submission to the writer until it answers (or this catalog becomes
@@ -218,10 +218,24 @@ impl Catalog {
     async fn forward(&self, records: Vec<CatalogRecord>) -> Result<u64> {
         let deadline = Instant::now() + self.config.forward_timeout;
         let mut backoff = Duration::from_millis(20);
+        let mut writer_retries = 0;
         loop {
             let role = self.role.lock().clone();
             let outcome = match role {
-                Role::Writer => self.accept_forwarded(records.clone()).await,
+                Role::Writer => match self.accept_forwarded(records.clone()).await {
+                    Err(Error::Unavailable(m)) => {
+                        // Another writer appended (we were fenced), or our append's outcome is
+                        // unknown: catch up with the log, then retry (recognised if it landed).
+                        // If the log cannot even be read, the store is down: give up.
+                        writer_retries += 1;
+                        if writer_retries > 8 {
+                            return Err(Error::Unavailable(m));
+                        }
+                        self.refresh().await?;
+                        continue;
+                    }
+                    other => other,
+                },
                 Role::Follower(writer) => writer.forward(&records).await,
             };
             match outcome {
@@ -247,9 +261,7 @@ impl Catalog {
         }
         match self.submit_local(records).await {
             Err(Error::DuplicateSubmission(_)) => Ok(self.state().applied_seq),
-            Err(e @ (Error::Fenced(_) | Error::Failed(_) | Error::Closed | Error::Io { .. })) => {
-                Err(Error::Unavailable(e.to_string()))
-            }
+            Err(e @ (Error::Fenced(_) | Error::Failed(_) | Error::Io { .. })) => Err(Error::Unavailable(e.to_string())),
             Err(e @ Error::ObjectStore { .. }) => Err(Error::Unavailable(e.to_string())),
             other => other,
         }

@@ -191,7 +191,9 @@ impl Inner {
                 }
                 // The catalog no longer knows whether its last entry landed: only a reopen
                 // (and WAL recovery) can continue from here.
-                Error::Failed(_) | Error::Fenced(_) => self.fail(format!("catalog commit failed: {e}")),
+                Error::Failed(_) | Error::Fenced(_) | Error::Unavailable(_) => {
+                    self.fail(format!("catalog commit failed: {e}"))
+                }
                 _ => {}
             }
             return Err(e);
