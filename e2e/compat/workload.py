@@ -136,7 +136,9 @@ class Workload:
                 assert v not in where, f"{v} is in the log twice: {where[v]} and {(p, o)}"
                 where[v] = (p, o)
         lost = [v for v in self.acked if v not in where]
-        assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+        assert not lost, (f"{len(lost)} acknowledged records lost, e.g. "
+                          f"{[(v, self.acked[v]) for v in sorted(lost)[:8]]} (value, (partition, offset) acknowledged); "
+                          f"log ends: {[(p, len(r) and r[-1][0]) for p, r in sorted(log.items())]}")
         moved = [(v, a, where[v]) for v, a in self.acked.items() if where[v] != a]
         assert not moved, f"records not where they were acknowledged: {moved[:5]}"
         # The group: it read everything, and within each partition never skipped ahead (a

@@ -48,6 +48,13 @@ fn reconcile(broker: &Arc<Broker>) {
     let view = broker.cluster.view();
     let state = broker.engine.catalog().state();
     let me = broker.cluster.node_id();
+    // Nothing is opened before the controller has registered this incarnation. Until then the
+    // cluster may still hold this node's previous incarnation for dead and hand the streams it
+    // owned (owned by this node id) to others; this incarnation must not be writing them.
+    let incarnation = broker.cluster.identity.read().incarnation;
+    if !view.brokers.get(&me).is_some_and(|b| b.alive && b.incarnation == incarnation) {
+        return;
+    }
     for topic in broker.topics() {
         for i in 0..topic.partition_count() {
             let index = i as i32;
@@ -68,6 +75,9 @@ fn reconcile(broker: &Arc<Broker>) {
                     Some(o) => view.brokers.get(&o).is_none_or(|b| b.released()),
                 };
                 if free {
+                    if let Some(s) = state.streams.get(&stream) {
+                        tracing::info!(topic = %key.0, partition = index, stream, previous_owner = ?owner, epoch = s.epoch, end_offset = s.end_offset, "opening partition");
+                    }
                     broker.moving.lock().insert(key.clone());
                     tokio::spawn(open_partition(broker.clone(), key, stream));
                 }

@@ -248,10 +248,28 @@ impl Inner {
         Ok(())
     }
 
-    /// Uploads and commits WAL records `owner` acknowledged and never uploaded, under the
+    /// Uploads and commits WAL records `owner` acknowledged and never uploaded (see
+    /// [`Self::commit_recovered_once`]). Another node may commit the same records at the same
+    /// time (a node restarting while a peer takes its WAL over): a commit refused because the
+    /// stream moved on is redone against the new state, where those records are committed.
+    pub(crate) async fn commit_recovered(&self, recovered: Vec<RecoveredRecord>, owner: NodeId) -> Result<usize> {
+        let mut attempt = 0;
+        loop {
+            match self.commit_recovered_once(recovered.clone(), owner).await {
+                Err(e @ (Error::InvalidMetadata(_) | Error::StaleEpoch { .. })) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::info!(error = %e, attempt, "recovered records raced another commit; redoing against the new state");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt: uploads and commits WAL records `owner` acknowledged and never uploaded, under the
     /// streams' current epochs: only for streams `owner` still owns (or nobody does), and only
     /// what lies past each stream's committed end. Returns how many records were committed.
-    pub(crate) async fn commit_recovered(&self, recovered: Vec<RecoveredRecord>, owner: NodeId) -> Result<usize> {
+    async fn commit_recovered_once(&self, recovered: Vec<RecoveredRecord>, owner: NodeId) -> Result<usize> {
         let state = self.catalog.state();
         let mut runs: BTreeMap<StreamId, (u64, Run)> = BTreeMap::new();
         let (mut kept, mut skipped) = (0usize, 0usize);
