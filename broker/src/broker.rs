@@ -524,12 +524,7 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.engine.catalog().watch();
         loop {
-            let view = self.cluster.view();
-            let placed = view.brokers.values().all(|b| !b.eligible())
-                || view
-                    .topics
-                    .iter()
-                    .all(|(name, t)| (0..t.partitions.len()).all(|p| view.assigned(name, p as i32).is_some()));
+            let placed = self.cluster.view().placed(None);
             if self.readiness().is_ok() && placed && self.pending_partitions() == 0 && self.moving.lock().is_empty() {
                 return;
             }
@@ -562,13 +557,9 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.engine.catalog().watch();
         loop {
-            let view = self.cluster.view();
-            let done = view.brokers.values().all(|b| !b.eligible())
-                || view
-                    .topics
-                    .get(topic)
-                    .is_none_or(|t| (0..t.partitions.len()).all(|p| view.assigned(topic, p as i32).is_some()));
-            if done || tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if self.cluster.view().placed(Some(topic))
+                || tokio::time::timeout_at(deadline, changes.changed()).await.is_err()
+            {
                 return;
             }
         }

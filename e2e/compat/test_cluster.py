@@ -27,6 +27,18 @@ def led_by(cluster, node_id):
     return sum(1 for p in cluster.state(partitions=True)["partitions"] if p["leader"] == node_id)
 
 
+def three_with_clients(make_cluster, wal):
+    """Brokers 1-3, the topic, settled, with the audited workload running for a moment."""
+    c = make_cluster(wal=wal)
+    for i in (1, 2, 3):
+        c.add(i)
+    create(c.bootstrap(), "orders")
+    c.wait_settled([1, 2, 3])
+    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
+    time.sleep(1.5)
+    return c, w
+
+
 def test_three_brokers_spread_partitions_and_serve_a_group(make_cluster):
     c = make_cluster(wal="file")
     for i in (1, 2, 3):
@@ -69,13 +81,7 @@ def test_scale_out_to_six_and_back_to_three_while_clients_run(make_cluster):
 
 
 def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_cluster):
-    c = make_cluster(wal="s3")
-    for i in (1, 2, 3):
-        c.add(i)
-    create(c.bootstrap(), "orders")
-    c.wait_settled([1, 2, 3])
-    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
-    time.sleep(1.5)
+    c, w = three_with_clients(make_cluster, "s3")
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     had = led_by(c, victim)
     assert had > 0
@@ -93,13 +99,7 @@ def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_clust
 
 
 def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster):
-    c = make_cluster(wal="s3")
-    for i in (1, 2, 3):
-        c.add(i)
-    create(c.bootstrap(), "orders")
-    c.wait_settled([1, 2, 3])
-    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
-    time.sleep(1.5)
+    c, w = three_with_clients(make_cluster, "s3")
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     c.pause(victim)
     wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
@@ -115,13 +115,7 @@ def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster):
 
 
 def test_the_controller_killed_another_takes_over(make_cluster):
-    c = make_cluster(wal="s3")
-    for i in (1, 2, 3):
-        c.add(i)
-    create(c.bootstrap(), "orders")
-    c.wait_settled([1, 2, 3])
-    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
-    time.sleep(1.5)
+    c, w = three_with_clients(make_cluster, "s3")
     old = c.controller()
     c.kill(old)
     wait_until(lambda: c.controller() not in (None, old), "a new controller", timeout=20)
@@ -133,13 +127,7 @@ def test_the_controller_killed_another_takes_over(make_cluster):
 
 
 def test_file_wal_partitions_wait_for_their_broker_and_a_drain_empties_one(make_cluster):
-    c = make_cluster(wal="file")
-    for i in (1, 2, 3):
-        c.add(i)
-    create(c.bootstrap(), "orders")
-    c.wait_settled([1, 2, 3])
-    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
-    time.sleep(1.5)
+    c, w = three_with_clients(make_cluster, "file")
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     had = led_by(c, victim)
     c.kill(victim)

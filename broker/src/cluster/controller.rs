@@ -24,7 +24,7 @@ use automq_storage::wal::S3WalConfig;
 
 use super::placement;
 use super::records::{assign_key, broker_key, BrokerRecord, ClusterView, WalKind, ASSIGN_PREFIX, CONTROLLER_KEY};
-use super::{registration_differs, Cluster};
+use super::Cluster;
 use crate::broker::Broker;
 
 /// Catalog changes of one pass: key -> new value (`None`: delete), each guarded by the value
@@ -113,35 +113,11 @@ impl Cluster {
             if now.duration_since(*at) > session {
                 continue;
             }
+            let me = &hb.identity;
             let record = match view.brokers.get(id) {
-                Some(b) if b.incarnation == hb.incarnation && b.wal_recovered == Some(hb.incarnation) => continue,
-                Some(b) if b.alive && !registration_differs(b, hb) => continue,
-                Some(b) => BrokerRecord {
-                    host: hb.host.clone(),
-                    port: hb.port,
-                    http: hb.http.clone(),
-                    rack: hb.rack.clone(),
-                    wal: hb.wal,
-                    wal_epoch: hb.wal_epoch,
-                    leaving: b.leaving && b.incarnation == hb.incarnation,
-                    incarnation: hb.incarnation,
-                    alive: true,
-                    ..b.clone()
-                },
-                None => BrokerRecord {
-                    node_id: *id,
-                    host: hb.host.clone(),
-                    port: hb.port,
-                    http: hb.http.clone(),
-                    rack: hb.rack.clone(),
-                    wal: hb.wal,
-                    wal_epoch: hb.wal_epoch,
-                    incarnation: hb.incarnation,
-                    alive: true,
-                    draining: false,
-                    leaving: false,
-                    wal_recovered: None,
-                },
+                Some(b) if b.incarnation == me.incarnation && b.wal_recovered == Some(me.incarnation) => continue,
+                Some(b) if b.alive && !b.registration_differs(me) => continue,
+                previous => BrokerRecord::registered(me, previous),
             };
             tracing::info!(broker = id, incarnation = record.incarnation, host = %record.host, port = record.port, "broker registered");
             changes.put_broker(&record);
@@ -152,8 +128,10 @@ impl Cluster {
         for b in
             view.brokers.values().filter(|b| b.alive && b.node_id != self.node_id() && !registered.contains(&b.node_id))
         {
-            let last =
-                beats.get(&b.node_id).filter(|(_, hb)| hb.incarnation == b.incarnation).map_or(since, |(at, _)| *at);
+            let last = beats
+                .get(&b.node_id)
+                .filter(|(_, hb)| hb.identity.incarnation == b.incarnation)
+                .map_or(since, |(at, _)| *at);
             let silent = now.duration_since(last.max(since));
             if silent <= session {
                 continue;

@@ -29,7 +29,7 @@ use automq_storage::metadata::{Catalog, CatalogRecord};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use self::records::{BrokerRecord, ClusterView, ControllerClaim, WalKind, CONTROLLER_KEY};
+use self::records::{ClusterView, ControllerClaim, WalKind, CONTROLLER_KEY};
 use self::rpc::{ControllerLink, Fed, Heartbeat, HeartbeatReply, PartitionLoad, RpcClient};
 
 /// Timing of the cluster protocol.
@@ -57,8 +57,8 @@ impl Default for ClusterConfig {
     }
 }
 
-/// What this broker tells the controller about itself.
-#[derive(Debug, Clone)]
+/// What this broker tells the controller about itself (in every heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub node_id: i32,
     pub incarnation: u64,
@@ -97,6 +97,8 @@ pub struct Cluster {
     fenced: Mutex<Option<String>>,
     /// Shutting down: never claims the controller role again.
     leaving: std::sync::atomic::AtomicBool,
+    /// The epoch of the claim this broker follows.
+    followed_epoch: Mutex<u64>,
 }
 
 impl Cluster {
@@ -113,6 +115,7 @@ impl Cluster {
             wake: Notify::new(),
             fenced: Mutex::new(None),
             leaving: std::sync::atomic::AtomicBool::new(false),
+            followed_epoch: Mutex::new(0),
         })
     }
 
@@ -176,6 +179,7 @@ impl Cluster {
     fn follow(&self, claim: &ControllerClaim) {
         tracing::info!(controller = claim.node_id, epoch = claim.epoch, at = %claim.http, "following the controller");
         *self.following.write() = Some(claim.http.clone());
+        *self.followed_epoch.lock() = claim.epoch;
         self.catalog.follow(Arc::new(ControllerLink { rpc: self.rpc.clone(), target: self.following.clone() }));
     }
 
@@ -188,9 +192,15 @@ impl Cluster {
         self.catalog.become_writer().await?;
         let view = self.view();
         let seen = view.raw.get(CONTROLLER_KEY).cloned();
-        let epoch = view.controller.as_ref().map_or(0, |c| c.epoch) + 1;
+        let epoch = view.controller_epoch + 1;
         let me = self.identity.read().clone();
-        let claim = ControllerClaim { node_id: me.node_id, incarnation: me.incarnation, epoch, http: me.http.clone() };
+        let claim = ControllerClaim {
+            node_id: me.node_id,
+            incarnation: me.incarnation,
+            epoch,
+            http: me.http.clone(),
+            resigned: false,
+        };
         let value = serde_json::to_string(&claim).map_err(|e| automq_storage::Error::Failed(e.to_string()))?;
         let records = vec![
             CatalogRecord::KvExpect {
@@ -295,6 +305,13 @@ impl Cluster {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, controller = %addr, "metadata feed failed");
+                    // Another broker may know of a newer controller (we missed its claim because
+                    // the one we follow stopped writing, e.g. it shut down and restarted).
+                    if let Some(newer) = self.newer_claim(&addr).await {
+                        self.follow(&newer);
+                        failing = None;
+                        continue;
+                    }
                     // The streak starts when its first failed attempt was sent: a hung controller
                     // costs the full timeout per attempt.
                     let (since, attempts) = failing.get_or_insert((attempt, 0));
@@ -311,6 +328,25 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Asks the broker we follow, then the others we know of, who the controller is; returns a
+    /// claim newer than the one we follow, if any of them knows one.
+    async fn newer_claim(&self, followed: &str) -> Option<ControllerClaim> {
+        let view = self.view();
+        let mut peers: Vec<String> = vec![followed.to_string()];
+        peers.extend(view.brokers.values().filter(|b| b.node_id != self.node_id()).map(|b| b.http.clone()));
+        peers.dedup();
+        let known = *self.followed_epoch.lock();
+        let mut best: Option<ControllerClaim> = None;
+        for peer in peers {
+            if let Ok(Some(c)) = self.rpc.controller(&peer).await {
+                if c.epoch > known && !self.is_me(&c) && best.as_ref().is_none_or(|b| c.epoch > b.epoch) {
+                    best = Some(c);
+                }
+            }
+        }
+        best
     }
 
     /// Follows a new claim seen in replicated metadata, and notices being declared dead.
@@ -350,18 +386,7 @@ impl Cluster {
     }
 
     fn heartbeat_message(&self) -> Heartbeat {
-        let me = self.identity.read().clone();
-        Heartbeat {
-            node_id: me.node_id,
-            incarnation: me.incarnation,
-            host: me.host,
-            port: me.port,
-            http: me.http,
-            rack: me.rack,
-            wal: me.wal,
-            wal_epoch: me.wal_epoch,
-            load: self.load.lock().clone(),
-        }
+        Heartbeat { identity: self.identity.read().clone(), load: self.load.lock().clone() }
     }
 
     /// On the controller: records a heartbeat. `None` if this broker is not the controller.
@@ -370,29 +395,19 @@ impl Cluster {
             return None;
         }
         let view = self.view();
+        let me = &hb.identity;
         let fenced = view
             .brokers
-            .get(&hb.node_id)
-            .is_some_and(|b| b.incarnation == hb.incarnation && b.wal_recovered == Some(hb.incarnation));
-        let news = match view.brokers.get(&hb.node_id) {
-            Some(b) => !fenced && (!b.alive || registration_differs(b, &hb)),
+            .get(&me.node_id)
+            .is_some_and(|b| b.incarnation == me.incarnation && b.wal_recovered == Some(me.incarnation));
+        let news = match view.brokers.get(&me.node_id) {
+            Some(b) => !fenced && (!b.alive || b.registration_differs(me)),
             None => true,
         };
-        self.sessions.lock().last.insert(hb.node_id, (Instant::now(), hb));
+        self.sessions.lock().last.insert(me.node_id, (Instant::now(), hb));
         if news {
             self.wake.notify_one();
         }
         Some(HeartbeatReply { fenced })
     }
-}
-
-/// Whether a heartbeat's registration details differ from the record.
-pub(crate) fn registration_differs(b: &BrokerRecord, hb: &Heartbeat) -> bool {
-    b.incarnation != hb.incarnation
-        || b.host != hb.host
-        || b.port != hb.port
-        || b.http != hb.http
-        || b.rack != hb.rack
-        || b.wal != hb.wal
-        || b.wal_epoch != hb.wal_epoch
 }

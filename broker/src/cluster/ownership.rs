@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use automq_storage::metadata::state::kv_digest;
 use automq_storage::metadata::CatalogRecord;
 
-use super::records::{broker_key, CONTROLLER_KEY};
+use super::records::{broker_key, ControllerClaim, CONTROLLER_KEY};
 use crate::broker::{Broker, OFFSETS_TOPIC};
 use crate::partition::Partition;
 
@@ -223,14 +223,14 @@ pub async fn abdicate(broker: &Broker) {
     let cluster = &broker.cluster;
     if cluster.is_controller() {
         let view = cluster.view();
-        if let Some(raw) = view.raw.get(CONTROLLER_KEY) {
-            let records = vec![
-                CatalogRecord::KvExpect { key: CONTROLLER_KEY.into(), digest: Some(kv_digest(raw)) },
-                CatalogRecord::KvDelete { key: CONTROLLER_KEY.into() },
-            ];
-            if let Err(e) = broker.engine.catalog().submit(records).await {
-                tracing::warn!(error = %e, "cannot give up the controller role; the others elect after the timeout");
-            }
+        let (Some(raw), Some(claim)) = (view.raw.get(CONTROLLER_KEY), view.controller.clone()) else { return };
+        let Ok(value) = serde_json::to_string(&ControllerClaim { resigned: true, ..claim }) else { return };
+        let records = vec![
+            CatalogRecord::KvExpect { key: CONTROLLER_KEY.into(), digest: Some(kv_digest(raw)) },
+            CatalogRecord::KvPut { key: CONTROLLER_KEY.into(), value },
+        ];
+        if let Err(e) = broker.engine.catalog().submit(records).await {
+            tracing::warn!(error = %e, "cannot give up the controller role; the others elect after the timeout");
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct ControllerClaim {
     pub epoch: u64,
     /// host:port of the claimant's HTTP listener.
     pub http: String,
+    /// The claimant gave the role up (a planned shutdown): nobody holds it, and the next
+    /// claim takes `epoch + 1`, so epochs only grow.
+    #[serde(default)]
+    pub resigned: bool,
 }
 
 /// Which write-ahead log a broker runs, which decides what happens when it dies.
@@ -84,6 +88,36 @@ pub struct BrokerRecord {
 }
 
 impl BrokerRecord {
+    /// The record of a broker that just heartbeated as `me` (alive), keeping what an operator
+    /// set on `previous` (a drain) and, for the same incarnation, its shutdown.
+    pub fn registered(me: &crate::cluster::Identity, previous: Option<&BrokerRecord>) -> Self {
+        BrokerRecord {
+            node_id: me.node_id,
+            host: me.host.clone(),
+            port: me.port,
+            http: me.http.clone(),
+            rack: me.rack.clone(),
+            wal: me.wal,
+            wal_epoch: me.wal_epoch,
+            incarnation: me.incarnation,
+            alive: true,
+            draining: previous.is_some_and(|b| b.draining),
+            leaving: previous.is_some_and(|b| b.leaving && b.incarnation == me.incarnation),
+            wal_recovered: previous.and_then(|b| b.wal_recovered),
+        }
+    }
+
+    /// Whether `me`'s registration details differ from the record.
+    pub fn registration_differs(&self, me: &crate::cluster::Identity) -> bool {
+        self.incarnation != me.incarnation
+            || self.host != me.host
+            || self.port != me.port
+            || self.http != me.http
+            || self.rack != me.rack
+            || self.wal != me.wal
+            || self.wal_epoch != me.wal_epoch
+    }
+
     /// Can lead partitions now.
     pub fn eligible(&self) -> bool {
         self.alive && !self.draining && !self.leaving
@@ -101,7 +135,10 @@ impl BrokerRecord {
 #[derive(Debug, Default)]
 pub struct ClusterView {
     pub applied_seq: u64,
+    /// The controller, if one holds the role.
     pub controller: Option<ControllerClaim>,
+    /// The newest claim's epoch (resigned or not; 0: never claimed).
+    pub controller_epoch: u64,
     pub brokers: BTreeMap<i32, BrokerRecord>,
     /// Broker per partition, by topic (shorter than the topic, or -1: not assigned yet).
     pub assignments: BTreeMap<String, Vec<i32>>,
@@ -118,7 +155,9 @@ impl ClusterView {
     pub fn of(state: &CatalogState) -> Self {
         let mut view = ClusterView { applied_seq: state.applied_seq, ..ClusterView::default() };
         if let Some(raw) = state.kv.get(CONTROLLER_KEY) {
-            view.controller = serde_json::from_str(raw).ok();
+            let claim: Option<ControllerClaim> = serde_json::from_str(raw).ok();
+            view.controller_epoch = claim.as_ref().map_or(0, |c| c.epoch);
+            view.controller = claim.filter(|c| !c.resigned);
             view.raw.insert(CONTROLLER_KEY.to_string(), raw.clone());
         }
         for (k, v) in scan(state, BROKER_PREFIX) {
@@ -164,6 +203,19 @@ impl ClusterView {
         let stream = usize::try_from(partition).ok().and_then(|i| topic.partitions.get(i))?;
         let owner = state.streams.get(stream).and_then(|s| s.owner).map(|o| o as i32);
         owner.filter(|o| alive(*o)).or_else(|| self.assigned(&topic.name, partition).filter(|a| alive(*a)))
+    }
+
+    /// Whether every partition (of `topic`, or of every topic) is assigned, or no broker can
+    /// take one.
+    pub fn placed(&self, topic: Option<&str>) -> bool {
+        let assigned = |(name, t): (&String, &Arc<TopicMeta>)| {
+            (0..t.partitions.len()).all(|p| self.assigned(name, p as i32).is_some())
+        };
+        self.brokers.values().all(|b| !b.eligible())
+            || match topic {
+                Some(name) => self.topics.get_key_value(name).is_none_or(assigned),
+                None => self.topics.iter().all(assigned),
+            }
     }
 
     /// Partitions assigned to each broker.

@@ -25,7 +25,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use super::records::WalKind;
+use super::records::ControllerClaim;
+use super::Identity;
 use crate::http::HttpState;
 
 /// Bytes per second into and out of one partition, as its leader measured them.
@@ -39,14 +40,8 @@ pub struct PartitionLoad {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    pub node_id: i32,
-    pub incarnation: u64,
-    pub host: String,
-    pub port: i32,
-    pub http: String,
-    pub rack: Option<String>,
-    pub wal: WalKind,
-    pub wal_epoch: Option<u64>,
+    #[serde(flatten)]
+    pub identity: Identity,
     #[serde(default)]
     pub load: Vec<PartitionLoad>,
 }
@@ -144,6 +139,12 @@ pub fn routes() -> Router<HttpState> {
         .route("/internal/v1/metadata/submit", post(submit))
         .route("/internal/v1/metadata/feed", get(feed))
         .route("/internal/v1/heartbeat", post(heartbeat))
+        .route("/internal/v1/controller", get(controller))
+}
+
+/// The controller as this broker knows it (`null`: none holds the role).
+async fn controller(State(state): State<HttpState>) -> Response {
+    Json(state.cluster.view().controller.clone()).into_response()
 }
 
 async fn submit(State(state): State<HttpState>, Json(records): Json<Vec<CatalogRecord>>) -> Response {
@@ -244,6 +245,19 @@ impl RpcClient {
             Some(state) => Fed::State(Bytes::from(state)),
             None => Fed::Entries(reply.entries.into_iter().map(|(s, p)| (s, Bytes::from(p))).collect()),
         })
+    }
+
+    /// Who `addr` believes the controller is.
+    pub async fn controller(&self, addr: &str) -> Result<Option<ControllerClaim>, StorageError> {
+        let what = "asking who the controller is";
+        let r = self
+            .http
+            .get(format!("http://{addr}/internal/v1/controller"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        Self::decode(what, r).await
     }
 
     pub async fn heartbeat(

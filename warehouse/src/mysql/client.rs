@@ -9,12 +9,10 @@ use tokio::net::TcpStream;
 use super::auth;
 use super::packet::{get_lenenc_bytes, get_lenenc_int, get_nul_str, PacketError, PacketStream};
 
-const CLIENT_LONG_PASSWORD: u32 = 1;
-const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
-const CLIENT_PROTOCOL_41: u32 = 1 << 9;
-const CLIENT_TRANSACTIONS: u32 = 1 << 13;
-const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
-const CLIENT_PLUGIN_AUTH: u32 = 1 << 19;
+use super::flags::{
+    CLIENT_CONNECT_WITH_DB, CLIENT_LONG_PASSWORD, CLIENT_PLUGIN_AUTH, CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION,
+    CLIENT_TRANSACTIONS,
+};
 const UTF8MB4: u8 = 45;
 const COM_QUERY: u8 = 0x03;
 const COM_QUIT: u8 = 0x01;

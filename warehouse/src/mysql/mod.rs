@@ -5,6 +5,7 @@ pub mod auth;
 pub mod binary;
 pub mod client;
 pub mod error;
+mod flags;
 pub mod packet;
 pub mod resultset;
 pub mod server;

@@ -20,19 +20,7 @@ use super::resultset::{column_definition, text_rows};
 /// What the server calls itself (clients parse the leading version).
 pub const SERVER_VERSION: &str = "8.0.33-automq";
 
-const CLIENT_LONG_PASSWORD: u32 = 1;
-const CLIENT_FOUND_ROWS: u32 = 1 << 1;
-const CLIENT_LONG_FLAG: u32 = 1 << 2;
-const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
-const CLIENT_PROTOCOL_41: u32 = 1 << 9;
-const CLIENT_TRANSACTIONS: u32 = 1 << 13;
-const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
-const CLIENT_MULTI_RESULTS: u32 = 1 << 17;
-const CLIENT_PS_MULTI_RESULTS: u32 = 1 << 18;
-const CLIENT_PLUGIN_AUTH: u32 = 1 << 19;
-const CLIENT_CONNECT_ATTRS: u32 = 1 << 20;
-const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 1 << 21;
-const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
+use super::flags::*;
 
 const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
     | CLIENT_FOUND_ROWS
