@@ -104,12 +104,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// The storage pieces a broker is built on, opened before its cluster tasks start.
-struct Opened {
-    engine: StreamEngine,
-    cluster: Arc<Cluster>,
-}
-
 impl Broker {
     /// Opens storage, joins the cluster (claiming the controller role if nobody holds it,
     /// else following the controller), recovers the WAL and starts the cluster tasks: the
@@ -148,9 +142,8 @@ impl Broker {
         tasks.push(crate::http::serve(http, cluster.clone(), registry.clone(), slot.clone(), stop.clone()));
         cluster.bootstrap().await?;
         tasks.push(tokio::spawn(cluster.clone().run_metadata(stop.clone())));
-        let opened =
-            Self::open_storage(&config, &wal_choice, store, catalog.clone(), clock, cluster, &registry).await?;
-        let Opened { engine, cluster } = opened;
+        let engine =
+            Self::open_storage(&config, &wal_choice, store, catalog.clone(), clock, &cluster, &registry).await?;
 
         let cluster_id = Self::cluster_id(&config, &catalog).await?;
         let metrics = BrokerMetrics::new(&mut registry.lock());
@@ -192,9 +185,9 @@ impl Broker {
         store: object_store::SharedStore,
         catalog: Arc<Catalog>,
         clock: SharedClock,
-        cluster: Arc<Cluster>,
+        cluster: &Cluster,
         registry: &Mutex<Registry>,
-    ) -> Result<Opened> {
+    ) -> Result<StreamEngine> {
         let (wal, recovered): (Arc<dyn Wal>, _) = match wal_choice {
             WalChoice::File(dir) => {
                 let (w, r) = FileWal::open(FileWalConfig::new(dir))?;
@@ -208,8 +201,7 @@ impl Broker {
         };
         let stream_metrics = StreamMetrics::new(Some(&mut registry.lock()));
         let engine_config = StreamEngineConfig::new(config.node_id as u64);
-        let engine = StreamEngine::open(engine_config, store, wal, recovered, catalog, clock, stream_metrics).await?;
-        Ok(Opened { engine, cluster })
+        Ok(StreamEngine::open(engine_config, store, wal, recovered, catalog, clock, stream_metrics).await?)
     }
 
     /// The cluster id: the stored one, or the configured (or a new) one stored by the first

@@ -37,6 +37,22 @@ pub struct BrokerMetrics {
     /// Time to open a partition newly assigned here / to hand one off.
     pub partition_open_seconds: Histogram,
     pub partition_close_seconds: Histogram,
+    /// The cluster as this broker sees it.
+    pub cluster: ClusterMetrics,
+}
+
+/// Cluster gauges and the controller's counters.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMetrics {
+    /// 1 on the controller.
+    pub controller: Gauge,
+    pub brokers_alive: Gauge,
+    pub partitions_led: Gauge,
+    /// Counted by the controller.
+    pub brokers_declared_dead: Counter,
+    pub wal_takeovers: Counter,
+    pub wal_records_adopted: Counter,
+    pub partitions_reassigned: Counter,
 }
 
 impl BrokerMetrics {
@@ -52,7 +68,44 @@ impl BrokerMetrics {
             rejected_frames: Counter::default(),
             partition_open_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             partition_close_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            cluster: ClusterMetrics::default(),
         };
+        let c = &m.cluster;
+        registry.register(
+            "automq_broker_cluster_controller",
+            "1 if this broker is the controller",
+            c.controller.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_brokers_alive",
+            "Live brokers as this broker sees the cluster",
+            c.brokers_alive.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_partitions_led",
+            "Partitions this broker leads",
+            c.partitions_led.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_brokers_declared_dead",
+            "Brokers this controller declared dead (silent past the session timeout)",
+            c.brokers_declared_dead.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_wal_takeovers",
+            "Dead brokers' S3 WALs this controller took over",
+            c.wal_takeovers.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_wal_records_adopted",
+            "WAL records this controller committed for dead brokers",
+            c.wal_records_adopted.clone(),
+        );
+        registry.register(
+            "automq_broker_cluster_partitions_reassigned",
+            "Partition assignments this controller changed (placements and moves)",
+            c.partitions_reassigned.clone(),
+        );
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(
             "automq_broker_request_errors",

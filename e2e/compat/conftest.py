@@ -250,7 +250,7 @@ def make_cluster(request, tmp_path):
         return b
 
     def make(wal="file", store="file"):
-        endpoint = _s3_endpoint() if "s3" in (wal, store) and store == "s3" else None
+        endpoint = _s3_endpoint() if store == "s3" else None
         env = {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
         return BrokerSet(factory, tmp_path, wal=wal, store=store, s3_endpoint=endpoint, s3_env=env)
 

@@ -27,9 +27,9 @@ def led_by(cluster, node_id):
     return sum(1 for p in cluster.state(partitions=True)["partitions"] if p["leader"] == node_id)
 
 
-def three_with_clients(make_cluster, wal):
+def three_with_clients(make_cluster, wal, store="file"):
     """Brokers 1-3, the topic, settled, with the audited workload running for a moment."""
-    c = make_cluster(wal=wal)
+    c = make_cluster(wal=wal, store=store)
     for i in (1, 2, 3):
         c.add(i)
     create(c.bootstrap(), "orders")
@@ -145,6 +145,24 @@ def test_file_wal_partitions_wait_for_their_broker_and_a_drain_empties_one(make_
     wait_until(lambda: led_by(c, victim) == 0, "the drained broker to lead nothing", timeout=20)
     assert c.state()["brokers"][victim - 1]["draining"]
     c.admin("DELETE", victim, f"/admin/v1/brokers/{victim}/drain")
+    c.wait_settled([1, 2, 3])
+    w.stop()
+    w.audit()
+
+
+def test_on_seaweedfs_a_drain_and_a_killed_broker_lose_nothing(make_cluster):
+    """The same cluster with its bucket on a real S3 server (SeaweedFS): metadata log, WALs and
+    data objects all in S3."""
+    c, w = three_with_clients(make_cluster, "s3", store="s3")
+    victim = next(i for i in (1, 2, 3) if i != c.controller())
+    c.admin("POST", victim, f"/admin/v1/brokers/{victim}/drain")
+    wait_until(lambda: led_by(c, victim) == 0, "the drain", timeout=30)
+    c.admin("DELETE", victim, f"/admin/v1/brokers/{victim}/drain")
+    c.wait_settled([1, 2, 3])
+    c.kill(victim)
+    wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
+               "the dead broker's partitions to reopen elsewhere", timeout=30)
+    c.brokers[victim].start()
     c.wait_settled([1, 2, 3])
     w.stop()
     w.audit()

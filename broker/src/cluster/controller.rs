@@ -142,6 +142,7 @@ impl Cluster {
                 tracing::warn!(broker = b.node_id, ?silent, "broker died; its file-WAL partitions wait for it");
             }
             changes.put_broker(&BrokerRecord { alive: false, ..b.clone() });
+            broker.metrics.cluster.brokers_declared_dead.inc();
         }
         if !changes.is_empty() {
             self.commit(changes.records(&view)).await;
@@ -157,6 +158,8 @@ impl Cluster {
             if let Some(epoch) = b.wal_epoch {
                 let started = Instant::now();
                 let adopted = broker.engine.adopt_wal(&S3WalConfig::new(b.node_id as u64), epoch).await?;
+                broker.metrics.cluster.wal_takeovers.inc();
+                broker.metrics.cluster.wal_records_adopted.inc_by(adopted as u64);
                 tracing::warn!(
                     broker = b.node_id,
                     adopted,
@@ -179,6 +182,9 @@ impl Cluster {
             .collect();
         let plan = placement::plan(&view, &load, self.config.max_moves_per_pass);
         for (topic, list) in plan {
+            let before = view.assignments.get(&topic);
+            let changed = list.iter().enumerate().filter(|(i, b)| before.and_then(|l| l.get(*i)) != Some(b)).count();
+            broker.metrics.cluster.partitions_reassigned.inc_by(changed as u64);
             if let Ok(value) = serde_json::to_string(&list) {
                 tracing::debug!(topic, assignment = ?list, "assignment changed");
                 changes.set(assign_key(&topic), Some(value));

@@ -36,6 +36,10 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
             measure_load(&broker, last_load.elapsed());
             last_load = Instant::now();
         }
+        let m = &broker.metrics.cluster;
+        m.controller.set(i64::from(broker.cluster.is_controller()));
+        m.brokers_alive.set(broker.cluster.view().brokers.values().filter(|b| b.alive).count() as i64);
+        m.partitions_led.set(broker.topics().iter().map(|t| t.led_partitions().len() as i64).sum());
         tokio::select! {
             _ = changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
