@@ -86,6 +86,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub engine: StreamEngine,
+    /// The bucket (relayed produce objects live here too).
+    pub store: object_store::SharedStore,
     pub cluster: Arc<Cluster>,
     pub groups: GroupCoordinator,
     pub metrics: BrokerMetrics,
@@ -143,7 +145,8 @@ impl Broker {
         cluster.bootstrap().await?;
         tasks.push(tokio::spawn(cluster.clone().run_metadata(stop.clone())));
         let engine =
-            Self::open_storage(&config, &wal_choice, store, catalog.clone(), clock, &cluster, &registry).await?;
+            Self::open_storage(&config, &wal_choice, store.clone(), catalog.clone(), clock, &cluster, &registry)
+                .await?;
 
         let cluster_id = Self::cluster_id(&config, &catalog).await?;
         let metrics = BrokerMetrics::new(&mut registry.lock());
@@ -151,6 +154,7 @@ impl Broker {
             groups: GroupCoordinator::new(),
             cluster_id,
             engine,
+            store,
             cluster: cluster.clone(),
             metrics,
             registry,

@@ -53,6 +53,10 @@ pub struct ClusterMetrics {
     pub wal_takeovers: Counter,
     pub wal_records_adopted: Counter,
     pub partitions_reassigned: Counter,
+    /// Zone-aware routing: produce bytes relayed through the bucket to another zone's
+    /// leader, and fetch bytes served from the bucket for partitions led in another zone.
+    pub relayed_produce_bytes: Counter,
+    pub zone_fetch_bytes: Counter,
 }
 
 impl BrokerMetrics {
@@ -100,6 +104,16 @@ impl BrokerMetrics {
             "automq_broker_cluster_wal_records_adopted",
             "WAL records this controller committed for dead brokers",
             c.wal_records_adopted.clone(),
+        );
+        registry.register(
+            "automq_broker_zone_relayed_produce_bytes",
+            "Produce bytes relayed through the bucket to a leader in another zone",
+            c.relayed_produce_bytes.clone(),
+        );
+        registry.register(
+            "automq_broker_zone_fetch_bytes",
+            "Fetch bytes served from the bucket for partitions led in another zone",
+            c.zone_fetch_bytes.clone(),
         );
         registry.register(
             "automq_broker_cluster_partitions_reassigned",

@@ -285,22 +285,7 @@ impl Partition {
 
     /// Reads whole batches from `offset` on, about `max_bytes` at most (at least one batch).
     pub async fn read(&self, engine: &StreamEngine, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        if offset < 0 {
-            return Err(Error::kafka(ResponseError::OffsetOutOfRange, format!("negative offset {offset}")));
-        }
-        let r = engine.fetch(self.stream_id, offset as u64, max_bytes).await?;
-        let records = match r.batches.len() {
-            0 => Bytes::new(),
-            1 => r.batches[0].payload.clone(),
-            _ => {
-                let mut out = BytesMut::with_capacity(r.batches.iter().map(|b| b.payload.len()).sum());
-                for b in &r.batches {
-                    out.extend_from_slice(&b.payload);
-                }
-                out.freeze()
-            }
-        };
-        Ok(ReadResult { records, high_watermark: r.end_offset as i64, log_start_offset: r.start_offset as i64 })
+        read_stream(engine, self.stream_id, offset, max_bytes).await
     }
 
     /// The earliest offset whose record timestamp is at least `timestamp`, with that record's
@@ -451,4 +436,26 @@ impl Partition {
         }
         Ok(offset.max(start))
     }
+}
+
+/// Reads whole batches of a partition's stream from `offset` on, about `max_bytes` at most (at
+/// least one batch). On a broker that does not lead the partition this is its committed data,
+/// read from the bucket (the high watermark is then the committed end).
+pub async fn read_stream(engine: &StreamEngine, stream_id: u64, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+    if offset < 0 {
+        return Err(Error::kafka(ResponseError::OffsetOutOfRange, format!("negative offset {offset}")));
+    }
+    let r = engine.fetch(stream_id, offset as u64, max_bytes).await?;
+    let records = match r.batches.len() {
+        0 => Bytes::new(),
+        1 => r.batches[0].payload.clone(),
+        _ => {
+            let mut out = BytesMut::with_capacity(r.batches.iter().map(|b| b.payload.len()).sum());
+            for b in &r.batches {
+                out.extend_from_slice(&b.payload);
+            }
+            out.freeze()
+        }
+    };
+    Ok(ReadResult { records, high_watermark: r.end_offset as i64, log_start_offset: r.start_offset as i64 })
 }

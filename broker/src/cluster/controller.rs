@@ -74,6 +74,7 @@ impl Cluster {
     pub async fn run_controller(self: Arc<Self>, broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut changes = broker.engine.catalog().watch();
         let mut last_pass = Instant::now();
+        let mut last_sweep = Instant::now();
         loop {
             // This loop runs at least every 250 ms: a longer gap means this process was
             // stalled (paused, starved), so every heartbeat it holds is stale, not the brokers.
@@ -85,6 +86,14 @@ impl Cluster {
             if self.is_controller() && self.fenced().is_none() {
                 if let Err(e) = self.controller_pass(&broker).await {
                     tracing::warn!(error = %e, "controller pass failed; will retry");
+                }
+                if last_sweep.elapsed() >= Duration::from_secs(300) {
+                    last_sweep = Instant::now();
+                    match super::relay::sweep(&broker).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "expired relay objects deleted"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "relay sweep failed; will retry"),
+                    }
                 }
             }
             tokio::select! {

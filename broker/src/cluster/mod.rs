@@ -6,6 +6,7 @@
 //! - [`controller`]: the controller's duties (membership, failover, assignment, balancing).
 //! - [`placement`]: where partitions go (pure).
 //! - [`ownership`]: each broker opens the partitions assigned to it and closes the others.
+//! - [`zones`], [`relay`]: zone-aware routing, produce relayed through the bucket.
 //!
 //! Every broker runs the same tasks: it follows the controller's metadata (or is the
 //! controller), heartbeats to it, and reconciles its partitions with the assignments. The
@@ -19,7 +20,9 @@ pub mod controller;
 pub mod ownership;
 pub mod placement;
 pub mod records;
+pub mod relay;
 pub mod rpc;
+pub mod zones;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,6 +124,10 @@ impl Cluster {
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
     }
 
     pub fn node_id(&self) -> i32 {

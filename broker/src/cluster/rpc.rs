@@ -140,6 +140,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/internal/v1/metadata/feed", get(feed))
         .route("/internal/v1/heartbeat", post(heartbeat))
         .route("/internal/v1/controller", get(controller))
+        .route("/internal/v1/relay/produce", post(super::relay::accept))
 }
 
 /// The controller as this broker knows it (`null`: none holds the role).
@@ -245,6 +246,25 @@ impl RpcClient {
             Some(state) => Fed::State(Bytes::from(state)),
             None => Fed::Entries(reply.entries.into_iter().map(|(s, p)| (s, Bytes::from(p))).collect()),
         })
+    }
+
+    /// Hands a relayed produce to the partition's leader (see [`super::relay`]).
+    pub(crate) async fn relay(
+        &self,
+        addr: &str,
+        request: &super::relay::RelayRequest,
+        timeout: Duration,
+    ) -> Result<super::relay::RelayReply, StorageError> {
+        let what = "relaying a produce to the leader";
+        let r = self
+            .http
+            .post(format!("http://{addr}/internal/v1/relay/produce"))
+            .timeout(timeout)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        Self::decode(what, r).await
     }
 
     /// Who `addr` believes the controller is.

@@ -1,7 +1,9 @@
 //! Fetch: whole record batches from any offset, with Kafka's size rules (the first partition
 //! may exceed the limits so consumers always progress) and long polling (max_wait_ms /
 //! min_bytes) on the partitions' acknowledged ends. Fetch sessions are not offered (session
-//! id 0), so clients send full requests, which every client supports.
+//! id 0), so clients send full requests, which every client supports. Zone-aware: see
+//! `cluster::zones` (preferred read replicas, partitions led in another zone served from the
+//! bucket).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,24 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Topic};
+use crate::cluster::zones::zone_broker;
 use crate::metrics::TopicLabels;
+use crate::partition::{read_stream, Partition, ReadResult};
 
 /// Kafka's INVALID_SESSION_ID: fetch sessions are not used.
 const NO_SESSION: i32 = 0;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    client_id: &str,
+) -> FetchResponse {
+    // The client's zone: Kafka's client.rack (v11+), else a zone in its client id.
+    let zone = Some(request.rack_id.to_string())
+        .filter(|r| !r.is_empty())
+        .or_else(|| crate::cluster::zones::client_zone(client_id));
+    let zone = zone.as_deref();
     if request.session_id != NO_SESSION || request.session_epoch > 0 {
         return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
@@ -35,7 +49,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
         })
         .collect();
     loop {
-        let (response, total) = fetch_once(broker, &topics, max_bytes, version).await;
+        let (response, total) = fetch_once(broker, &topics, max_bytes, version, zone).await;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if total >= min_bytes || remaining.is_zero() {
             return response;
@@ -54,10 +68,92 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest, version:
         }
         if watches.is_empty() {
             tokio::time::sleep(remaining).await;
-            return fetch_once(broker, &topics, max_bytes, version).await.0;
+            return fetch_once(broker, &topics, max_bytes, version, zone).await.0;
         }
         let changed = watches.iter_mut().map(|rx| Box::pin(rx.changed()));
         let _ = tokio::time::timeout(remaining, futures::future::select_all(changed)).await;
+    }
+}
+
+/// Where this broker gets one partition's records from.
+enum Source {
+    /// It leads the partition.
+    Led(Arc<Partition>),
+    /// A partition led in another zone, for a client of this broker's zone: its committed
+    /// data, from the bucket (stream id).
+    Bucket(u64),
+}
+
+impl Source {
+    async fn read(&self, broker: &Broker, offset: i64, budget: usize) -> crate::error::Result<ReadResult> {
+        match self {
+            Source::Led(p) => p.read(&broker.engine, offset, budget).await,
+            Source::Bucket(stream) => match read_stream(&broker.engine, *stream, offset, budget).await {
+                // Past the committed end (the leader has more): nothing yet, not an error.
+                Err(crate::error::Error::Storage(automq_storage::Error::OffsetOutOfRange {
+                    offset: o,
+                    start_offset,
+                    end_offset,
+                    ..
+                })) if o >= end_offset => Ok(ReadResult {
+                    records: Default::default(),
+                    high_watermark: end_offset as i64,
+                    log_start_offset: start_offset as i64,
+                }),
+                other => other,
+            },
+        }
+    }
+
+    async fn offsets(&self, broker: &Broker) -> (i64, i64) {
+        match self {
+            Source::Led(p) => p.offsets(&broker.engine).await.unwrap_or((-1, -1)),
+            Source::Bucket(stream) => broker
+                .engine
+                .catalog()
+                .state()
+                .streams
+                .get(stream)
+                .map_or((-1, -1), |s| (s.end_offset as i64, s.start_offset as i64)),
+        }
+    }
+
+    fn count(&self, broker: &Broker, bytes: u64) {
+        match self {
+            Source::Led(p) => p.count_traffic(0, bytes),
+            Source::Bucket(_) => {
+                broker.metrics.cluster.zone_fetch_bytes.inc_by(bytes);
+            }
+        }
+    }
+}
+
+/// How this broker answers for one partition: from a source, or (the leader, to a client in
+/// another zone, v11+) by naming a same-zone broker to fetch from instead.
+fn resolve(
+    broker: &Broker,
+    topic: &Topic,
+    index: i32,
+    version: i16,
+    zone: Option<&str>,
+) -> crate::error::Result<Result<Source, i32>> {
+    let mine = broker.config.rack.as_deref();
+    match topic.led(index) {
+        Ok(partition) => {
+            if let Some(zone) = zone.filter(|z| version >= 11 && Some(*z) != mine) {
+                let view = broker.cluster.view();
+                let me = broker.config.node_id;
+                if let Some(b) = zone_broker(&view, zone, Some(me), &topic.meta.name, index).filter(|b| b.node_id != me)
+                {
+                    return Ok(Err(b.node_id));
+                }
+            }
+            Ok(Ok(Source::Led(partition)))
+        }
+        Err(e) if e.code() == ResponseError::NotLeaderOrFollower && zone.is_some() && zone == mine => {
+            Ok(Ok(Source::Bucket(topic.meta.partitions[index as usize])))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -66,6 +162,7 @@ async fn fetch_once(
     topics: &[(Option<Arc<Topic>>, &kafka_protocol::messages::fetch_request::FetchTopic)],
     max_bytes: usize,
     version: i16,
+    zone: Option<&str>,
 ) -> (FetchResponse, usize) {
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(topics.len());
@@ -84,8 +181,22 @@ async fn fetch_once(
                 partitions.push(base.with_error_code(code.code()));
                 continue;
             };
-            let partition = match topic.led(p.partition) {
-                Ok(partition) => partition,
+            let partition = match resolve(broker, topic, p.partition, version, zone) {
+                Ok(Ok(source)) => source,
+                Ok(Err(replica)) => {
+                    let (hw, start) = match topic.led(p.partition) {
+                        Ok(led) => led.offsets(&broker.engine).await.unwrap_or((-1, -1)),
+                        Err(_) => (-1, -1),
+                    };
+                    partitions.push(
+                        base.with_preferred_read_replica(BrokerId(replica))
+                            .with_high_watermark(hw)
+                            .with_last_stable_offset(hw)
+                            .with_log_start_offset(start)
+                            .with_records(Some(Default::default())),
+                    );
+                    continue;
+                }
                 Err(e) => {
                     partitions.push(base.with_error_code(e.code().code()));
                     continue;
@@ -98,7 +209,7 @@ async fn fetch_once(
                 (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total))
             };
             if budget == 0 {
-                let (hw, start) = partition.offsets(&broker.engine).await.unwrap_or((-1, -1));
+                let (hw, start) = partition.offsets(broker).await;
                 partitions.push(
                     base.with_high_watermark(hw)
                         .with_last_stable_offset(hw)
@@ -107,7 +218,7 @@ async fn fetch_once(
                 );
                 continue;
             }
-            match partition.read(&broker.engine, p.fetch_offset, budget).await {
+            match partition.read(broker, p.fetch_offset, budget).await {
                 Ok(read) => {
                     let n = read.records.len();
                     // Past the first partition, a batch larger than the budget is left for the
@@ -115,7 +226,7 @@ async fn fetch_once(
                     let records = if total > 0 && n > budget { Default::default() } else { read.records };
                     total += records.len();
                     if !records.is_empty() {
-                        partition.count_traffic(0, records.len() as u64);
+                        partition.count(broker, records.len() as u64);
                         broker
                             .metrics
                             .bytes_out
@@ -131,7 +242,7 @@ async fn fetch_once(
                 }
                 Err(e) => {
                     broker.metrics.error("Fetch", e.code());
-                    let (hw, start) = partition.offsets(&broker.engine).await.unwrap_or((-1, -1));
+                    let (hw, start) = partition.offsets(broker).await;
                     partitions.push(
                         base.with_error_code(e.code().code())
                             .with_high_watermark(hw)

@@ -14,12 +14,21 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+    client_id: &str,
+) -> ListOffsetsResponse {
+    // A client of this broker's zone may ask for partitions led in another zone (see
+    // `cluster::zones`): their earliest and latest committed offsets are answered here.
+    let zoned = crate::cluster::zones::client_zone(client_id)
+        .is_some_and(|z| broker.config.rack.as_deref() == Some(z.as_str()));
     let mut topics = Vec::new();
     for t in request.topics {
         let mut partitions = Vec::new();
         for p in &t.partitions {
-            let result = lookup(broker, t.name.0.as_str(), p.partition_index, p.timestamp).await;
+            let result = lookup(broker, t.name.0.as_str(), p.partition_index, p.timestamp, zoned).await;
             partitions.push(match result {
                 Ok((offset, timestamp)) => {
                     let r = ListOffsetsPartitionResponse::default()
@@ -48,8 +57,18 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, ve
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-async fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> Result<(i64, i64)> {
-    let partition = broker.led(topic, index)?;
+async fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64, zoned: bool) -> Result<(i64, i64)> {
+    let partition = match broker.led(topic, index) {
+        Err(e) if zoned && e.code() == ResponseError::NotLeaderOrFollower && matches!(timestamp, LATEST | EARLIEST) => {
+            let t = broker.topic(topic).ok_or(e)?;
+            let state = broker.engine.catalog().state();
+            let s = t.meta.partitions.get(index as usize).and_then(|id| state.streams.get(id));
+            let s = s.ok_or_else(|| super::err(ResponseError::UnknownTopicOrPartition, "no such partition"))?;
+            let offset = if timestamp == LATEST { s.end_offset } else { s.start_offset };
+            return Ok((offset as i64, -1));
+        }
+        other => other?,
+    };
     let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
     Ok(match timestamp {
         LATEST => (high_watermark, -1),

@@ -1,6 +1,7 @@
 //! Metadata: the live brokers, the controller, the cluster id, and topics with each
 //! partition's leader (the broker holding its stream, or the one it is assigned to) and leader
 //! epoch (the stream's epoch). A partition without a live leader gets LEADER_NOT_AVAILABLE.
+//! A client that names its zone gets its zone's brokers as leaders (`cluster::zones`).
 //! Unknown topics are created when both the request (v4+) and the broker allow it.
 
 use std::sync::Arc;
@@ -19,7 +20,13 @@ const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 /// Every topic operation bit (READ..DESCRIBE_CONFIGS), reported until ACLs exist.
 const ALL_TOPIC_OPERATIONS: i32 = 0b1_1111_1111_1000;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+    client_id: &str,
+) -> MetadataResponse {
+    let zone = crate::cluster::zones::client_zone(client_id);
     let view = broker.cluster.view();
     let mut brokers: Vec<MetadataResponseBroker> = view
         .brokers
@@ -51,9 +58,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
     let mut topics = Vec::new();
     match request.topics {
         // v0: an empty list means all topics; v1+: null means all topics.
-        None => topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations))),
+        None => topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref()))),
         Some(list) if list.is_empty() && version == 0 => {
-            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations)))
+            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref())))
         }
         Some(list) => {
             for requested in list {
@@ -71,7 +78,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
                         .ok_or_else(|| super::err(ResponseError::UnknownTopicId, "unknown topic id")),
                 };
                 topics.push(match found {
-                    Ok(t) => describe(broker, &t, operations),
+                    Ok(t) => describe(broker, &t, operations, zone.as_deref()),
                     Err(e) => MetadataResponseTopic::default()
                         .with_error_code(e.code().code())
                         .with_name(requested.name.clone())
@@ -89,7 +96,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: MetadataRequest, versi
         .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
 }
 
-fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponseTopic {
+/// `zone`: the client's zone, whose brokers are named as leaders (see `cluster::zones`).
+fn describe(broker: &Broker, topic: &Topic, operations: i32, zone: Option<&str>) -> MetadataResponseTopic {
     let view = broker.cluster.view();
     let state = broker.engine.catalog().state();
     let partitions = (0..topic.partition_count())
@@ -99,7 +107,13 @@ fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponse
             let p = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_epoch(i32::try_from(epoch).unwrap_or(i32::MAX));
-            match view.leader(&state, &topic.meta, index) {
+            let mut leader = view.leader(&state, &topic.meta, index);
+            if let Some(zone) = zone {
+                if let Some(b) = crate::cluster::zones::zone_broker(&view, zone, leader, &topic.meta.name, index) {
+                    leader = leader.map(|_| b.node_id);
+                }
+            }
+            match leader {
                 Some(leader) => {
                     let node = BrokerId(leader);
                     p.with_leader_id(node).with_replica_nodes(vec![node]).with_isr_nodes(vec![node])

@@ -97,11 +97,15 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
     let b = broker.clone();
     let reply = match request.body {
         RequestKind::ApiVersions(r) => Reply::Now(Some(ResponseKind::ApiVersions(api_versions::handle(&r, version)))),
-        RequestKind::Metadata(r) => Reply::Now(Some(ResponseKind::Metadata(metadata::handle(&b, r, version).await))),
-        RequestKind::Produce(r) => produce::handle(b, r, version).await,
-        RequestKind::Fetch(r) => Reply::Now(Some(ResponseKind::Fetch(fetch::handle(&b, r, version).await))),
+        RequestKind::Metadata(r) => {
+            Reply::Now(Some(ResponseKind::Metadata(metadata::handle(&b, r, version, &client.client_id).await)))
+        }
+        RequestKind::Produce(r) => produce::handle(b, r, version, &client.client_id).await,
+        RequestKind::Fetch(r) => {
+            Reply::Now(Some(ResponseKind::Fetch(fetch::handle(&b, r, version, &client.client_id).await)))
+        }
         RequestKind::ListOffsets(r) => {
-            Reply::Now(Some(ResponseKind::ListOffsets(list_offsets::handle(&b, r, version).await)))
+            Reply::Now(Some(ResponseKind::ListOffsets(list_offsets::handle(&b, r, version, &client.client_id).await)))
         }
         RequestKind::CreateTopics(r) => {
             Reply::Now(Some(ResponseKind::CreateTopics(create_topics::handle(&b, r, version).await)))

@@ -16,7 +16,8 @@ use crate::error::Error;
 use crate::metrics::TopicLabels;
 use crate::partition::Partition;
 
-pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
+pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _version: i16, client_id: &str) -> Reply {
+    let zone = crate::cluster::zones::client_zone(client_id);
     if request.transactional_id.is_some() {
         let response = refuse_all(&request, ResponseError::TransactionalIdAuthorizationFailed);
         return Reply::Now(Some(ResponseKind::Produce(response)));
@@ -54,13 +55,18 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
             let index = data.index;
             let records = data.records.unwrap_or_default();
             let bytes = records.len() as u64;
-            let enqueued: Result<_, Error> = match &topic {
+            let enqueued: Result<Pending, Error> = match &topic {
                 Err(e) => Err(super::err(e.code(), e.to_string())),
                 Ok(topic) => match led_or_arriving(&broker, topic, index).await {
+                    Err(e) if e.code() == ResponseError::NotLeaderOrFollower && zone.is_some() => {
+                        relay(&broker, topic, index, records, zone.as_deref().unwrap_or_default())
+                            .await
+                            .map(Pending::Relayed)
+                    }
                     Err(e) => Err(e),
                     Ok(p) => {
                         p.count_traffic(bytes, 0);
-                        p.enqueue(&broker.engine, records, &topic.config, now).map(|e| (p.clone(), e))
+                        p.enqueue(&broker.engine, records, &topic.config, now).map(|e| Pending::Local(p.clone(), e))
                     }
                 },
             };
@@ -76,7 +82,8 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
                 let broker = broker.clone();
                 async move {
                     let result = match enqueued {
-                        Ok((partition, enqueued)) => enqueued.durable(&partition, &broker.engine).await,
+                        Ok(Pending::Local(partition, enqueued)) => enqueued.durable(&partition, &broker.engine).await,
+                        Ok(Pending::Relayed(outcome)) => Ok(outcome),
                         Err(e) => Err(e),
                     };
                     (index, bytes, result)
@@ -156,4 +163,36 @@ async fn led_or_arriving(
         }
         other => other,
     }
+}
+
+/// A partition's share of a produce: enqueued here, or already appended by its leader in
+/// another zone (relayed through the bucket).
+enum Pending {
+    Local(Arc<Partition>, crate::partition::Enqueued),
+    Relayed(crate::partition::AppendOutcome),
+}
+
+/// For a client of `zone` that sent a partition led in another zone to this broker of its
+/// zone: relays the batches through the bucket (in order: the next request of the connection
+/// waits, so an idempotent producer's sequences stay in order).
+async fn relay(
+    broker: &Arc<Broker>,
+    topic: &crate::broker::Topic,
+    index: i32,
+    records: bytes::Bytes,
+    zone: &str,
+) -> Result<crate::partition::AppendOutcome, Error> {
+    let view = broker.cluster.view();
+    let state = broker.engine.catalog().state();
+    let not_leader = || {
+        Error::kafka(
+            ResponseError::NotLeaderOrFollower,
+            format!("this broker does not lead {}-{index}", topic.meta.name),
+        )
+    };
+    if broker.config.rack.as_deref() != Some(zone) {
+        return Err(not_leader());
+    }
+    let leader = view.leader(&state, &topic.meta, index).and_then(|l| view.brokers.get(&l)).ok_or_else(not_leader)?;
+    crate::cluster::relay::relay_produce(broker, leader, &topic.meta.name, index, records).await
 }
