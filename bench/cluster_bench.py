@@ -220,8 +220,12 @@ def main():
         spare.start()
         wait(spare.ready, "the new broker ready", timeout=60)
         t_ready = time.monotonic() - t0
-        wait(lambda: sum(1 for l in leaders(nodes[0]).values() if l == spare.id) >= args.partitions // (len(nodes) + 1) - 1,
-             "the new broker to take its share", timeout=60)
+        def has_share():
+            brokers = [b for b in nodes[0].state()["brokers"] if b["alive"]]
+            total = sum(b["assigned"] for b in brokers)
+            new = next((b for b in brokers if b["node_id"] == spare.id), None)
+            return new is not None and new["ready"] and new["leading"] >= total // len(brokers) - 1
+        wait(has_share, "the new broker to take its share", timeout=60)
         t_share = time.monotonic() - t0
         nodes.append(spare)
 
