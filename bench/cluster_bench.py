@@ -41,7 +41,7 @@ TOPIC = "bench"
 
 
 def pct(xs, q):
-    xs = sorted(xs)
+    xs = sorted(x for x in xs if x == x)  # NaN: a partition without acknowledgements around its move
     return xs[min(len(xs) - 1, int(round((len(xs) - 1) * q)))] if xs else float("nan")
 
 
@@ -97,6 +97,28 @@ def wait(pred, what, timeout=60, every=0.002):
 
 def leaders(node):
     return {p["partition"]: p["leader"] for p in node.state()["partitions"] if p["topic"] == TOPIC}
+
+
+def histogram_quantiles(nodes, name, qs=(0.5, 0.99)):
+    """Quantiles (ms, bucket upper bounds) of a Prometheus histogram summed over the brokers."""
+    buckets = {}
+    for n in nodes:
+        try:
+            text = n.get("/metrics").decode()
+        except OSError:
+            continue
+        for m in re.finditer(name + r'_bucket\{le="([^"]+)"\} (\d+)', text):
+            buckets[m.group(1)] = buckets.get(m.group(1), 0) + int(m.group(2))
+    total = buckets.get("+Inf", 0)
+    out = []
+    for q in qs:
+        v = float("nan")
+        for le in sorted((b for b in buckets if b != "+Inf"), key=float):
+            if total and buckets[le] >= q * total:
+                v = float(le) * 1000
+                break
+        out.append(v)
+    return out, total
 
 
 def append_latency_ms(nodes):
@@ -244,7 +266,10 @@ def main():
                 any(t > time.monotonic() - 0.2 for t in probe.acks[p][-3:]) for p in theirs)
         wait(writable_elsewhere, "the killed broker's partitions to accept produces elsewhere", timeout=60)
         failover = time.monotonic() - t0
-        append_ms = append_latency_ms([n for n in nodes if n is not victim])
+        live = [n for n in nodes if n is not victim]
+        append_ms = append_latency_ms(live)
+        (open50, open99), opens = histogram_quantiles(live, "automq_broker_partition_open_seconds")
+        (close50, close99), closes = histogram_quantiles(live, "automq_broker_partition_close_seconds")
 
         print(f"{args.brokers} brokers, {args.partitions} partitions, S3 WAL on {'SeaweedFS' if args.s3 else 'a local directory'}; "
               f"metadata append (conditional PUT) median {append_ms:.1f} ms")
@@ -253,6 +278,8 @@ def main():
               f"(p50 = {pct(server_side, .5) * 1000 / append_ms:.1f}x one append)")
         print(f"  client-observed gap between acknowledged produces of a moving partition: p50 "
               f"{pct(client_side, .5) * 1000:.0f} ms, p99 {pct(client_side, .99) * 1000:.0f} ms")
+        print(f"  broker side (histogram buckets, surviving brokers): hand-off (close) p50 <= {close50:.0f} ms, "
+              f"p99 <= {close99:.0f} ms over {closes}; open p50 <= {open50:.0f} ms, p99 <= {open99:.0f} ms over {opens}")
         print(f"new broker: ready {t_ready:.2f} s after spawn, leading its share {t_share:.2f} s after spawn")
         print(f"failover: {len(theirs)} partitions writable elsewhere {failover:.2f} s after SIGKILL "
               f"(session timeout {args.session_ms / 1000:.1f} s, so {failover - args.session_ms / 1000:.2f} s after detection)")

@@ -59,6 +59,7 @@ fn reconcile(broker: &Arc<Broker>) {
     if !view.brokers.get(&me).is_some_and(|b| b.alive && b.incarnation == incarnation) {
         return;
     }
+    let mut to_close = Vec::new();
     for topic in broker.topics() {
         for i in 0..topic.partition_count() {
             let index = i as i32;
@@ -87,9 +88,12 @@ fn reconcile(broker: &Arc<Broker>) {
                 }
             } else if !want && open {
                 broker.moving.lock().insert(key.clone());
-                tokio::spawn(close_partition(broker.clone(), key));
+                to_close.push(key);
             }
         }
+    }
+    if !to_close.is_empty() {
+        tokio::spawn(close_partitions(broker.clone(), to_close));
     }
 }
 
@@ -120,30 +124,41 @@ async fn open_partition(broker: Arc<Broker>, key: (String, i32), stream: u64) {
     broker.moving.lock().remove(&key);
 }
 
-async fn close_partition(broker: Arc<Broker>, key: (String, i32)) {
-    let (name, index) = (&key.0, key.1);
+/// Hands partitions off together: one upload carries all their data (see
+/// `StreamEngine::close_streams`).
+async fn close_partitions(broker: Arc<Broker>, keys: Vec<(String, i32)>) {
     let started = Instant::now();
-    if let Some(topic) = broker.topic(name) {
-        if let Ok(partition) = topic.led(index) {
-            // Stop serving first: from here requests get NOT_LEADER_OR_FOLLOWER.
-            topic.set_partition(index as usize, None);
-            if name == OFFSETS_TOPIC {
-                broker.groups.unload_partition(index, &broker);
+    let mut closing = Vec::new();
+    for key in &keys {
+        let (name, index) = (&key.0, key.1);
+        let Some(topic) = broker.topic(name) else { continue };
+        let Ok(partition) = topic.led(index) else { continue };
+        // Stop serving first: from here requests get NOT_LEADER_OR_FOLLOWER.
+        topic.set_partition(index as usize, None);
+        if name == OFFSETS_TOPIC {
+            broker.groups.unload_partition(index, &broker);
+        }
+        closing.push((key.clone(), partition.stream_id));
+    }
+    let streams: Vec<u64> = closing.iter().map(|(_, s)| *s).collect();
+    let results = broker.engine.close_streams(&streams).await;
+    for ((key, stream), result) in closing.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                broker.metrics.partition_closed(started.elapsed());
+                tracing::info!(topic = %key.0, partition = key.1, took_ms = started.elapsed().as_millis() as u64, "partition handed off");
             }
-            match broker.engine.close_stream(partition.stream_id).await {
-                Ok(()) => {
-                    broker.metrics.partition_closed(started.elapsed());
-                    tracing::info!(topic = %name, partition = index, took_ms = started.elapsed().as_millis() as u64, "partition handed off");
-                }
-                Err(e) => {
-                    // Taken over already (this broker was presumed dead): nothing of it is ours.
-                    tracing::warn!(topic = %name, partition = index, error = %e, "partition closed without its final upload");
-                    broker.engine.forget_stream(partition.stream_id);
-                }
+            Err(e) => {
+                // Taken over already (this broker was presumed dead): nothing of it is ours.
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "partition closed without its final upload");
+                broker.engine.forget_stream(*stream);
             }
         }
     }
-    broker.moving.lock().remove(&key);
+    let mut moving = broker.moving.lock();
+    for key in &keys {
+        moving.remove(key);
+    }
 }
 
 /// A fenced broker serves nothing more.

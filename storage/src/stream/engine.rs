@@ -357,21 +357,44 @@ impl StreamEngine {
     /// Uploads the stream's data, then releases it.
     #[tracing::instrument(skip(self))]
     pub async fn close_stream(&self, stream_id: StreamId) -> Result<()> {
-        let epoch = {
+        self.close_streams(&[stream_id]).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Closes several streams at once (a drain hands many partitions off): they stop taking
+    /// appends, one upload carries all their data, and their releases are group-committed.
+    /// Returns each stream's outcome, in order.
+    #[tracing::instrument(skip(self))]
+    pub async fn close_streams(&self, stream_ids: &[StreamId]) -> Vec<Result<()>> {
+        let epochs: Vec<Result<u64>> = {
             let mut cache = self.inner.cache.lock();
-            let s = cache.streams.get_mut(&stream_id).ok_or(Error::StreamNotOpen { stream_id })?;
-            s.closing = true;
-            s.epoch
+            stream_ids
+                .iter()
+                .map(|&stream_id| {
+                    let s = cache.streams.get_mut(&stream_id).ok_or(Error::StreamNotOpen { stream_id })?;
+                    s.closing = true;
+                    Ok(s.epoch)
+                })
+                .collect()
         };
-        self.inner.wait_durable(stream_id).await;
-        self.inner.upload().await?;
-        self.inner.catalog.submit(vec![CatalogRecord::CloseStream { stream_id, epoch }]).await?;
-        let mut cache = self.inner.cache.lock();
-        if let Some(s) = cache.streams.remove(&stream_id) {
-            let bytes: usize = s.batches.values().map(|b| b.payload.len()).sum();
-            cache.bytes -= bytes;
+        for (&stream_id, epoch) in stream_ids.iter().zip(&epochs) {
+            if epoch.is_ok() {
+                self.inner.wait_durable(stream_id).await;
+            }
         }
-        Ok(())
+        if let Err(e) = self.inner.upload_streams(Some(stream_ids)).await {
+            return stream_ids.iter().map(|_| Err(e.clone())).collect();
+        }
+        let releases = stream_ids.iter().zip(epochs).map(|(&stream_id, epoch)| async move {
+            let epoch = epoch?;
+            self.inner.catalog.submit(vec![CatalogRecord::CloseStream { stream_id, epoch }]).await?;
+            let mut cache = self.inner.cache.lock();
+            if let Some(s) = cache.streams.remove(&stream_id) {
+                let bytes: usize = s.batches.values().map(|b| b.payload.len()).sum();
+                cache.bytes -= bytes;
+            }
+            Ok(())
+        });
+        futures::future::join_all(releases).await
     }
 
     /// Deletes a stream and, after the GC grace period, its objects.

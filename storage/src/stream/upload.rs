@@ -150,6 +150,12 @@ impl Inner {
     /// evicts what the log cache no longer needs. Returns the bytes uploaded.
     #[tracing::instrument(skip(self))]
     pub(crate) async fn upload(&self) -> Result<usize> {
+        self.upload_streams(None).await
+    }
+
+    /// Like [`Self::upload`], for only these streams (closing streams: a smaller object, so a
+    /// hand-off does not wait for everybody's data to be uploaded).
+    pub(crate) async fn upload_streams(&self, only: Option<&[StreamId]>) -> Result<usize> {
         let _one_at_a_time = self.upload_lock.lock().await;
         if let Some(msg) = self.failed.lock().clone() {
             return Err(Error::Failed(msg));
@@ -161,6 +167,9 @@ impl Inner {
         {
             let cache = self.cache.lock();
             for (&stream_id, s) in &cache.streams {
+                if only.is_some_and(|only| !only.contains(&stream_id)) {
+                    continue;
+                }
                 let batches: Vec<StoredBatch> = s
                     .batches
                     .range(s.uploaded_end..)
