@@ -5,6 +5,7 @@ lost or doubled, offsets stay contiguous, order holds, the group resumes where i
 
 import time
 
+import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from support import wait_until
@@ -56,8 +57,13 @@ def test_three_brokers_spread_partitions_and_serve_a_group(make_cluster):
     assert report["acked"] > 500, report
 
 
-def test_scale_out_to_six_and_back_to_three_while_clients_run(make_cluster):
-    c = make_cluster(wal="s3")
+# Each S3-WAL scenario runs with the bucket in a local directory and on SeaweedFS.
+STORES = pytest.mark.parametrize("store", ["file", "s3"])
+
+
+@STORES
+def test_scale_out_to_six_and_back_to_three_while_clients_run(make_cluster, store):
+    c = make_cluster(wal="s3", store=store)
     for i in (1, 2, 3):
         c.add(i)
     create(c.bootstrap(), "orders")
@@ -80,8 +86,9 @@ def test_scale_out_to_six_and_back_to_three_while_clients_run(make_cluster):
     print(f"scale-out to 6 settled in {scale_out:.1f} s; audit {report}")
 
 
-def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_cluster):
-    c, w = three_with_clients(make_cluster, "s3")
+@STORES
+def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_cluster, store):
+    c, w = three_with_clients(make_cluster, "s3", store)
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     had = led_by(c, victim)
     assert had > 0
@@ -98,8 +105,9 @@ def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_clust
     print(f"{had} partitions writable elsewhere {moved_after:.1f} s after SIGKILL (session timeout 1.5 s); {report}")
 
 
-def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster):
-    c, w = three_with_clients(make_cluster, "s3")
+@STORES
+def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster, store):
+    c, w = three_with_clients(make_cluster, "s3", store)
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     c.pause(victim)
     wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
@@ -114,8 +122,9 @@ def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster):
     w.audit()
 
 
-def test_the_controller_killed_another_takes_over(make_cluster):
-    c, w = three_with_clients(make_cluster, "s3")
+@STORES
+def test_the_controller_killed_another_takes_over(make_cluster, store):
+    c, w = three_with_clients(make_cluster, "s3", store)
     old = c.controller()
     c.kill(old)
     wait_until(lambda: c.controller() not in (None, old), "a new controller", timeout=20)
