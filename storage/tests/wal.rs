@@ -450,9 +450,15 @@ async fn assert_fenced(wal: &S3Wal, what: &str) {
 async fn group_commit_batches_concurrent_appends(store: SharedStore) {
     const STREAMS: u64 = 20;
     const PER_STREAM: u64 = 10;
+    // Uploads take as long as a real PUT, so appends arriving while one is in flight batch up
+    // (with an instant store the writer may seal every append alone: batching is not owed then).
+    let slow = Arc::new(FaultInjector::new(store.clone(), 10));
+    let put_latency = FaultRule::new(Fault::Latency(Duration::from_millis(30)), Trigger::Always).on(Op::PutIfAbsent);
+    slow.add_rule(put_latency.under("wal/"));
     let metrics = ObjectStoreMetrics::unregistered();
-    let counted: SharedStore = Arc::new(MetricsStore::new(store.clone(), metrics.clone()));
-    let (wal, recovered) = open_s3(&counted, timed(NODE)).await;
+    let counted: SharedStore = Arc::new(MetricsStore::new(slow, metrics.clone()));
+    let config = S3WalConfig { max_batch_delay: Duration::from_millis(50), ..timed(NODE) };
+    let (wal, recovered) = open_s3(&counted, config).await;
     assert!(recovered.is_empty());
     let creates_before = metrics.request_count("put_if_absent");
     let wal = Arc::new(wal);
