@@ -117,6 +117,7 @@ impl Broker {
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<Broker>, Vec<tokio::task::JoinHandle<()>>)> {
         let mut registry = Registry::default();
+        automq_common::register_process_metrics(&mut registry);
         let clock: SharedClock = clock::system();
         let url = config.object_store_url();
         let store =

@@ -59,6 +59,10 @@ pub struct QueryNodeConfig {
     /// Memory for decoded hot segments, in MiB.
     #[arg(long, env = "AUTOMQ_QUERY_CACHE_MB", default_value_t = 2048)]
     pub cache_mb: usize,
+    /// `kafka_broker_list` of routine loads created without one (host:port,...), e.g. the
+    /// bootstrap address of the cluster the warehouse reads from.
+    #[arg(long, env = "AUTOMQ_DEFAULT_KAFKA_BROKERS", default_value = "")]
+    pub default_kafka_brokers: String,
     /// Largest MySQL packet accepted (max_allowed_packet), in bytes.
     #[arg(long, env = "AUTOMQ_MAX_ALLOWED_PACKET", default_value_t = 64 << 20)]
     pub max_allowed_packet: usize,
@@ -228,6 +232,7 @@ impl RunningQueryNode {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;
         let loads = RoutineLoads::new(warehouse.clone(), config.node_id.to_string());
+        loads.set_default_brokers(&config.default_kafka_brokers);
         loads.metrics.register(&mut registry);
         let engine = Engine::with_loads(warehouse.clone(), loads.clone(), &config.root_password);
         let metered = Arc::new(Metered {

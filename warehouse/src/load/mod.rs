@@ -132,6 +132,8 @@ pub struct RoutineLoads {
     running: parking_lot::Mutex<HashMap<String, Running>>,
     wake: Notify,
     pub metrics: LoadMetrics,
+    /// `kafka_broker_list` for jobs created without one (`--default-kafka-brokers`).
+    default_brokers: parking_lot::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RoutineLoads {
@@ -152,7 +154,14 @@ impl RoutineLoads {
             running: parking_lot::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             metrics: LoadMetrics::default(),
+            default_brokers: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Sets the `kafka_broker_list` of jobs created without one (empty: none).
+    pub fn set_default_brokers(&self, brokers: &str) {
+        let brokers = brokers.trim();
+        *self.default_brokers.lock() = (!brokers.is_empty()).then(|| brokers.to_string());
     }
 
     pub fn jobs(&self) -> Vec<LoadJob> {
@@ -183,9 +192,12 @@ impl RoutineLoads {
     /// `CREATE ROUTINE LOAD`: checks the table, the columns and the source (topic exists,
     /// starting offsets resolved now, so a restart before the first batch starts from the same
     /// place), then stores the job.
-    pub async fn create(&self, db: &str, c: CreateLoad, sql: &str) -> R<()> {
+    pub async fn create(&self, db: &str, mut c: CreateLoad, sql: &str) -> R<()> {
         let meta =
             self.warehouse.table(db, &c.table).ok_or_else(|| WhError::UnknownTable(db.to_string(), c.table.clone()))?;
+        if let Some(brokers) = self.default_brokers.lock().clone() {
+            c.source.entry("kafka_broker_list".to_string()).or_insert(brokers);
+        }
         let spec = LoadSpec::new(&c.clauses, &c.properties, &c.source)?;
         let converter = convert::Converter::new(
             &meta,
