@@ -1,0 +1,216 @@
+//! `AutoMQCluster`: brokers speaking Kafka, keeping all data in object storage.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ConfigOverrides, ObjectStorage, PodOverrides, PullPolicy, ServiceType};
+
+/// A Kafka-compatible broker cluster. Brokers are stateless: partitions move between them
+/// without copying data, so scaling takes seconds.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "automq.rs",
+    version = "v1alpha1",
+    kind = "AutoMQCluster",
+    plural = "automqclusters",
+    shortname = "amc",
+    category = "automq",
+    namespaced,
+    status = "AutoMQClusterStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "WAL", type_ = "string", json_path = ".spec.wal.kind"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".status.bootstrapServers", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoMQClusterSpec {
+    /// Number of brokers. With `autoscaling`, the size the cluster starts at (the autoscaler
+    /// then chooses within its bounds). Also driven through the scale subresource.
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Broker image (`automq-broker`).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Default: the Kubernetes default for the image tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Broker container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Where all data lives.
+    pub object_storage: ObjectStorage,
+    /// The write-ahead log: in object storage (throughput, no volumes, failover in seconds)
+    /// or on a volume (lowest latency; a dead broker's partitions wait for it).
+    pub wal: Wal,
+    /// Ports and how clients reach the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Listeners>,
+    /// Availability zones the brokers run in: pods are spread evenly over them (topology
+    /// spread on `topology.kubernetes.io/zone`) and kept out of other zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub zones: Option<Vec<String>>,
+    /// Let the operator choose `replicas` from the brokers' load. Do not combine with an HPA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<BrokerAutoscaling>,
+    /// Broker settings (flag names without the leading dashes, e.g. `num-partitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigOverrides>,
+    /// Changes to the generated broker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind == 'S3' ? !has(self.volume) : has(self.volume)")
+    .message("wal.volume is required with kind File and not allowed with kind S3"))]
+pub struct Wal {
+    pub kind: WalKind,
+    /// The file WAL's volume (one PersistentVolumeClaim per broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<WalVolume>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WalKind {
+    /// Group commits written as objects: no volumes, a dead broker's WAL is taken over.
+    S3,
+    /// A local file WAL with fdatasync: lowest produce latency.
+    File,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalVolume {
+    /// Claim size, e.g. `10Gi` (the WAL only holds data not yet uploaded).
+    pub size: Quantity,
+    /// Default: the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Listeners {
+    /// Kafka port. Default: 9092.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub kafka_port: Option<i32>,
+    /// HTTP port (metrics, probes, admin API). Default: 9644.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http_port: Option<i32>,
+    /// Type of the bootstrap Service. Default: ClusterIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_service_type: Option<ServiceType>,
+    /// Annotations on the bootstrap Service (load-balancer settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_service_annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Listeners {
+    pub fn kafka_port(&self) -> i32 {
+        self.kafka_port.unwrap_or(9092)
+    }
+    pub fn http_port(&self) -> i32 {
+        self.http_port.unwrap_or(9644)
+    }
+}
+
+/// The operator's own autoscaler: keeps bytes in per broker (and/or CPU) near a target.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("has(self.targetBytesInPerBroker) || has(self.targetCpuUtilization)")
+    .message("set targetBytesInPerBroker, targetCpuUtilization or both"))]
+pub struct BrokerAutoscaling {
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Produce bytes per second one broker should take, e.g. `50Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bytes_in_per_broker: Option<Quantity>,
+    /// Percent of the CPU request one broker should use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+    /// How long load must stay low before scaling in. Default: 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_stabilization_seconds: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoMQClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Broker pods that exist (the scale subresource's `status.replicas`).
+    pub replicas: i32,
+    /// Brokers the cluster reports ready (registered, leading all their partitions).
+    pub ready_replicas: i32,
+    /// The size the operator is driving towards (`spec.replicas`, or the autoscaler's
+    /// choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_replicas: Option<i32>,
+    /// Label selector of the broker pods (for the scale subresource and HPAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `host:port` list for Kafka clients inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    /// Node id of the broker holding the controller role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<i32>,
+    /// Brokers being drained before a scale-in (node ids); the StatefulSet shrinks once they
+    /// are empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<Vec<i32>>,
+    /// Per-broker state as the cluster reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<Vec<BrokerStatus>>,
+    /// The autoscaler's last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub node_id: i32,
+    pub ready: bool,
+    pub draining: bool,
+    /// Partitions assigned to this broker.
+    pub partitions: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    /// Replicas the autoscaler wants.
+    pub desired_replicas: i32,
+    /// Why (the measured load against the target).
+    pub reason: String,
+    /// When the load was last above what `desiredReplicas - 1` brokers could take (RFC 3339);
+    /// scale-in waits for the stabilization window after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_busy_time: Option<String>,
+}

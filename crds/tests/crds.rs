@@ -1,0 +1,192 @@
+//! The committed CRDs are what the types generate, they are structural apiextensions/v1
+//! objects, and their CEL rules (evaluated with kube-cel, as the API server would) accept
+//! every example in `deploy/examples` and refuse the mistakes they exist for.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn committed_crds_match_the_types() {
+    for (file, crd) in automq_crds::all() {
+        let path = repo().join("crds").join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == automq_crds::to_yaml(&crd).unwrap(),
+            "{} is stale: run `cargo run -p automq-crds --bin crdgen` (and copy crds/*.yaml to charts/automq-operator/files/crds/)",
+            path.display()
+        );
+    }
+}
+
+/// The openAPIV3Schema of the CRD serving `kind`.
+fn schema(kind: &str) -> Value {
+    let crd = automq_crds::all().into_iter().map(|(_, c)| c).find(|c| c.spec.names.kind == kind).unwrap();
+    assert_eq!(crd.spec.versions.len(), 1);
+    let version = &crd.spec.versions[0];
+    assert!(version.served && version.storage);
+    serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+}
+
+/// Every node of a structural schema has a type (or is int-or-string / preserves unknown
+/// fields), which the API server requires of apiextensions/v1 CRDs.
+fn assert_structural(node: &Value, at: &str) {
+    let typed = node.get("type").is_some()
+        || node.get("x-kubernetes-int-or-string") == Some(&json!(true))
+        || node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    assert!(typed, "{at} has no type");
+    for key in ["anyOf", "oneOf", "allOf", "not"] {
+        if let Some(list) = node.get(key).and_then(Value::as_array) {
+            // Allowed only as value validation, never introducing fields of their own.
+            for (i, branch) in list.iter().enumerate() {
+                assert!(branch.get("properties").is_none(), "{at}.{key}[{i}] declares properties");
+            }
+        }
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            assert_structural(child, &format!("{at}.{name}"));
+        }
+    }
+    if let Some(items) = node.get("items") {
+        assert_structural(items, &format!("{at}[]"));
+    }
+    if let Some(extra) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        assert_structural(extra, &format!("{at}{{}}"));
+    }
+    // No defaults: the API server would write them into stored objects (GitOps drift).
+    assert!(node.get("default").is_none(), "{at} has a default");
+}
+
+#[test]
+fn schemas_are_structural_without_defaults() {
+    for (_, crd) in automq_crds::all() {
+        let kind = crd.spec.names.kind.clone();
+        assert_structural(&schema(&kind), &kind);
+        assert_eq!(crd.spec.group, automq_crds::GROUP);
+        assert_eq!(crd.spec.versions[0].name, automq_crds::VERSION);
+        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{kind} has no short name");
+        let columns = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap();
+        assert!(columns.iter().any(|c| c.name == "Status"), "{kind} prints no status column");
+    }
+    for workload in ["AutoMQCluster", "AnalyticsWarehouse"] {
+        let crd = automq_crds::all().into_iter().map(|(_, c)| c).find(|c| c.spec.names.kind == workload).unwrap();
+        let scale = crd.spec.versions[0].subresources.as_ref().unwrap().scale.clone().unwrap();
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    }
+}
+
+/// Every automq.rs object in deploy/examples, with its file.
+fn examples() -> Vec<(String, Value)> {
+    let dir = repo().join("deploy/examples");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if value["apiVersion"] == "automq.rs/v1alpha1" {
+                out.push((path.file_name().unwrap().to_string_lossy().into_owned(), value));
+            }
+        }
+    }
+    out
+}
+
+fn cel(obj: &Value, old: Option<&Value>) -> Result<(), String> {
+    let kind = obj["kind"].as_str().unwrap();
+    kube_cel::Validator::new().validate(&schema(kind), obj, old).map_err(|e| format!("{e:?}"))
+}
+
+#[test]
+fn every_example_passes_the_cel_rules_and_parses_as_its_type() {
+    let examples = examples();
+    let kinds: std::collections::BTreeSet<&str> = examples.iter().map(|(_, v)| v["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["AnalyticsWarehouse", "AutoMQCluster", "TopicLink"]);
+    for (file, obj) in &examples {
+        cel(obj, None).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let parsed = match obj["kind"].as_str().unwrap() {
+            "AutoMQCluster" => serde_json::from_value::<automq_crds::AutoMQCluster>(obj.clone()).map(|_| ()),
+            "AnalyticsWarehouse" => serde_json::from_value::<automq_crds::AnalyticsWarehouse>(obj.clone()).map(|_| ()),
+            _ => serde_json::from_value::<automq_crds::TopicLink>(obj.clone()).map(|_| ()),
+        };
+        parsed.unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+fn example(kind: &str) -> Value {
+    examples().into_iter().map(|(_, v)| v).find(|v| v["kind"] == kind).unwrap()
+}
+
+/// Applies `edit` to an example of `kind`; the CEL rules must refuse it with `message`.
+fn refused(kind: &str, edit: impl FnOnce(&mut Value), message: &str) {
+    let mut obj = example(kind);
+    edit(&mut obj);
+    let err = cel(&obj, None).expect_err(message);
+    assert!(err.contains(message), "expected {message:?}, got {err}");
+}
+
+#[test]
+fn cel_rules_refuse_what_they_exist_for() {
+    refused("AutoMQCluster", |c| c["spec"]["wal"] = json!({"kind": "File"}), "wal.volume is required with kind File");
+    refused(
+        "AutoMQCluster",
+        |c| c["spec"]["wal"] = json!({"kind": "S3", "volume": {"size": "1Gi"}}),
+        "wal.volume is required with kind File and not allowed with kind S3",
+    );
+    refused(
+        "AutoMQCluster",
+        |c| c["spec"]["autoscaling"] = json!({"minReplicas": 5, "maxReplicas": 3, "targetCpuUtilization": 60}),
+        "minReplicas must not exceed maxReplicas",
+    );
+    refused(
+        "AutoMQCluster",
+        |c| c["spec"]["autoscaling"] = json!({"minReplicas": 1, "maxReplicas": 3}),
+        "set targetBytesInPerBroker, targetCpuUtilization or both",
+    );
+    refused(
+        "AutoMQCluster",
+        |c| c["spec"]["objectStorage"]["workloadIdentity"] = json!({"serviceAccountAnnotations": {"a": "b"}}),
+        "set at most one of credentials and workloadIdentity",
+    );
+    refused(
+        "AutoMQCluster",
+        |c| c["spec"]["objectStorage"]["endpoint"] = json!("minio:9000"),
+        "endpoint must be an http:// or https:// URL",
+    );
+    refused(
+        "TopicLink",
+        |l| l["spec"]["topics"] = json!([{"name": "a", "pattern": "b.*"}]),
+        "set exactly one of name and pattern",
+    );
+    refused(
+        "TopicLink",
+        |l| {
+            l["spec"]["source"]["sasl"].take();
+            l["spec"]["source"].as_object_mut().unwrap().remove("sasl");
+        },
+        "sasl is required with SASL_PLAINTEXT and SASL_SSL",
+    );
+    refused(
+        "AnalyticsWarehouse",
+        |w| w["spec"]["autoscaling"] = json!({"minReplicas": 4, "maxReplicas": 2, "targetCpuUtilization": 70}),
+        "minReplicas must not exceed maxReplicas",
+    );
+}
+
+#[test]
+fn a_topic_link_cannot_change_its_cluster() {
+    let old = example("TopicLink");
+    let mut new = old.clone();
+    new["spec"]["clusterRef"]["name"] = json!("another");
+    let err = cel(&new, Some(&old)).unwrap_err();
+    assert!(err.contains("clusterRef is immutable"), "{err}");
+    cel(&old, Some(&old)).unwrap();
+}
