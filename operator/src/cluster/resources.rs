@@ -1,0 +1,277 @@
+//! The children of an `AutoMQCluster`, built from its spec (pure functions, golden-tested).
+//!
+//! | Object | Name | Why |
+//! |---|---|---|
+//! | ServiceAccount | `{name}-broker` | pods' identity (workload identity annotations) |
+//! | ConfigMap | `{name}-broker-config` | `AUTOMQ_*` settings shared by all brokers |
+//! | Service (headless) | `{name}-broker` | per-broker DNS names, the advertised addresses |
+//! | Service | `{name}-bootstrap` | bootstrap address for clients, admin API for the operator |
+//! | StatefulSet | `{name}-broker` | the brokers; Parallel pod management |
+//! | PodDisruptionBudget | `{name}-broker` | at most one broker evicted at a time |
+
+use std::collections::BTreeMap;
+
+use automq_crds::cluster::WalKind;
+use automq_crds::AutoMQCluster;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, EnvFromSource, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::apply::hash_of;
+use crate::pods as pod;
+use crate::settings::{to_env, BROKER_SETTINGS};
+use crate::Result;
+
+pub const COMPONENT: &str = "broker";
+/// Where the file WAL's volume is mounted.
+pub const WAL_MOUNT: &str = "/var/lib/automq/wal";
+pub const DATA_DIR: &str = "/var/lib/automq/data";
+
+pub fn broker_name(cluster: &AutoMQCluster) -> String {
+    format!("{}-broker", cluster.name_any())
+}
+
+pub fn bootstrap_name(cluster: &AutoMQCluster) -> String {
+    format!("{}-bootstrap", cluster.name_any())
+}
+
+pub fn config_name(cluster: &AutoMQCluster) -> String {
+    format!("{}-broker-config", cluster.name_any())
+}
+
+/// Labels that select this cluster's broker pods.
+pub fn selector_labels(cluster: &AutoMQCluster) -> BTreeMap<String, String> {
+    pod::selector_labels("automq-broker", &cluster.name_any(), COMPONENT)
+}
+
+/// `status.selector` (for the scale subresource).
+pub fn selector_string(cluster: &AutoMQCluster) -> String {
+    selector_labels(cluster).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn meta(cluster: &AutoMQCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cluster.namespace(),
+        labels: Some(pod::common_labels("automq-broker", &cluster.name_any(), COMPONENT)),
+        owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn service_account(cluster: &AutoMQCluster) -> ServiceAccount {
+    let mut metadata = meta(cluster, broker_name(cluster));
+    metadata.annotations =
+        cluster.spec.object_storage.workload_identity.as_ref().map(|w| w.service_account_annotations.clone());
+    ServiceAccount { metadata, ..ServiceAccount::default() }
+}
+
+/// The shared settings; `Err` names a `spec.config` key that may not be set.
+pub fn config_map(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
+    let spec = &cluster.spec;
+    let mut data = to_env(spec.config.as_ref(), BROKER_SETTINGS)?;
+    data.insert("AUTOMQ_OBJECT_STORE".into(), spec.object_storage.url());
+    data.insert(
+        "AUTOMQ_WAL".into(),
+        match spec.wal.kind {
+            WalKind::S3 => "s3".into(),
+            WalKind::File => format!("file:{WAL_MOUNT}"),
+        },
+    );
+    data.insert("AUTOMQ_DATA_DIR".into(), DATA_DIR.into());
+    let listeners = spec.listeners.clone().unwrap_or_default();
+    data.insert("AUTOMQ_LISTEN".into(), format!("0.0.0.0:{}", listeners.kafka_port()));
+    data.insert("AUTOMQ_HTTP_LISTEN".into(), format!("0.0.0.0:{}", listeners.http_port()));
+    Ok(ConfigMap { metadata: meta(cluster, config_name(cluster)), data: Some(data), ..ConfigMap::default() })
+}
+
+fn ports(cluster: &AutoMQCluster) -> Vec<ServicePort> {
+    let listeners = cluster.spec.listeners.clone().unwrap_or_default();
+    vec![
+        ServicePort {
+            name: Some("kafka".into()),
+            port: listeners.kafka_port(),
+            target_port: Some(IntOrString::String("kafka".into())),
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some("http".into()),
+            port: listeners.http_port(),
+            target_port: Some(IntOrString::String("http".into())),
+            ..ServicePort::default()
+        },
+    ]
+}
+
+/// Headless: gives every broker a stable DNS name, also before it is ready (a broker must
+/// reach its peers to become ready).
+pub fn headless_service(cluster: &AutoMQCluster) -> Service {
+    Service {
+        metadata: meta(cluster, broker_name(cluster)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(ports(cluster)),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
+    let listeners = cluster.spec.listeners.clone().unwrap_or_default();
+    let mut metadata = meta(cluster, bootstrap_name(cluster));
+    metadata.annotations = listeners.bootstrap_service_annotations.clone();
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: listeners.bootstrap_service_type.map(|t| t.as_str().to_string()),
+            selector: Some(selector_labels(cluster)),
+            ports: Some(ports(cluster)),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub fn pod_disruption_budget(cluster: &AutoMQCluster) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(cluster, broker_name(cluster)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(cluster)), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The brokers' StatefulSet at `replicas`. `config` is the ConfigMap it reads, hashed into a
+/// pod annotation so a settings change rolls the brokers.
+pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) -> Result<StatefulSet> {
+    let spec = &cluster.spec;
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let listeners = spec.listeners.clone().unwrap_or_default();
+    let headless = broker_name(cluster);
+    let (kafka_port, http_port) = (listeners.kafka_port(), listeners.http_port());
+
+    let mut env = pod::identity_env();
+    env.push(pod::env("AUTOMQ_ADVERTISED_LISTENER", format!("$(POD_NAME).{headless}.{namespace}.svc:{kafka_port}")));
+    env.push(pod::env("AUTOMQ_ADVERTISED_HTTP", format!("$(POD_NAME).{headless}.{namespace}.svc:{http_port}")));
+    env.extend(pod::credential_env(&spec.object_storage));
+
+    let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
+    let mut claims = None;
+    if let (WalKind::File, Some(volume)) = (spec.wal.kind, &spec.wal.volume) {
+        mounts.push(VolumeMount { name: "wal".into(), mount_path: WAL_MOUNT.into(), ..VolumeMount::default() });
+        claims = Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("wal".into()),
+                labels: Some(selector_labels(cluster)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: volume.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_string(), volume.size.clone())])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }]);
+    }
+
+    let container = Container {
+        name: "broker".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        env: Some(pod::merge_env(env, spec.pod_template.as_ref())),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(k8s_openapi::api::core::v1::ConfigMapEnvSource {
+                name: config_name(cluster),
+                optional: None,
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort { name: Some("kafka".into()), container_port: kafka_port, ..ContainerPort::default() },
+            ContainerPort { name: Some("http".into()), container_port: http_port, ..ContainerPort::default() },
+        ]),
+        resources: spec.resources.clone(),
+        readiness_probe: Some(pod::http_probe("/readyz", 2, 3)),
+        liveness_probe: Some(pod::http_probe("/healthz", 10, 6)),
+        volume_mounts: Some(mounts),
+        security_context: Some(pod::container_security()),
+        ..Container::default()
+    };
+
+    let zones = spec.zones.clone().unwrap_or_default();
+    let mut pod_spec = PodSpec {
+        service_account_name: Some(broker_name(cluster)),
+        containers: vec![container],
+        volumes: Some(vec![pod::empty_dir("data", None)]),
+        // Brokers hand their partitions off on SIGTERM; give them time to.
+        termination_grace_period_seconds: Some(60),
+        security_context: Some(pod::pod_security()),
+        topology_spread_constraints: (!zones.is_empty()).then(|| {
+            vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".into(),
+                when_unsatisfiable: "DoNotSchedule".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(cluster)),
+                    ..LabelSelector::default()
+                }),
+                ..TopologySpreadConstraint::default()
+            }]
+        }),
+        affinity: pod::zone_affinity(&zones),
+        ..PodSpec::default()
+    };
+    let mut annotations = BTreeMap::from([("automq.rs/config-hash".to_string(), hash_of(&config.data)?)]);
+    pod::apply_overrides(&mut pod_spec, &mut annotations, spec.pod_template.as_ref());
+    let mut labels = pod::common_labels("automq-broker", &name, COMPONENT);
+    if let Some(extra) = spec.pod_template.as_ref().and_then(|t| t.labels.clone()) {
+        labels = extra.into_iter().chain(labels).collect();
+    }
+
+    Ok(StatefulSet {
+        metadata: meta(cluster, broker_name(cluster)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(headless),
+            // All new brokers start at once; they are stateless, order buys nothing.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector_labels(cluster)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            volume_claim_templates: claims,
+            // A removed broker was drained first: its WAL holds nothing the bucket lacks.
+            persistent_volume_claim_retention_policy: (spec.wal.kind == WalKind::File).then(|| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".into()),
+                    when_deleted: Some("Retain".into()),
+                }
+            }),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}

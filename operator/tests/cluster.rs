@@ -1,0 +1,401 @@
+//! The AutoMQCluster controller against a fake API server and a fake broker admin API: the
+//! exact requests of each scenario.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use automq_crds::AutoMQCluster;
+use automq_operator::cluster;
+use automq_operator::Context;
+use kube::runtime::controller::Action;
+use serde_json::{json, Value};
+use support::{condition, context, within, ApiServer, FakeHttp};
+
+const CLUSTER: &str = "/apis/automq.rs/v1alpha1/namespaces/default/automqclusters/demo";
+const SA: &str = "/api/v1/namespaces/default/serviceaccounts/demo-broker";
+const CM: &str = "/api/v1/namespaces/default/configmaps/demo-broker-config";
+const HEADLESS: &str = "/api/v1/namespaces/default/services/demo-broker";
+const BOOTSTRAP: &str = "/api/v1/namespaces/default/services/demo-bootstrap";
+const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/demo-broker";
+const STS: &str = "/apis/apps/v1/namespaces/default/statefulsets/demo-broker";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn get(path: &str) -> String {
+    format!("GET {path}")
+}
+fn patch(path: &str) -> String {
+    format!("PATCH {path}")
+}
+
+/// The children's reads, when they all exist unchanged.
+fn children_reads() -> Vec<String> {
+    [SA, CM, HEADLESS, BOOTSTRAP, PDB].iter().map(|p| get(p)).collect()
+}
+
+fn cluster_json(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "automq.rs/v1alpha1",
+        "kind": "AutoMQCluster",
+        "metadata": {"name": "demo", "namespace": "default", "uid": "7b0c7c2e-0000-4000-8000-000000000001", "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "image": "ghcr.io/automq-rs/automq-broker:0.1.0",
+            "objectStorage": {"bucket": "data", "endpoint": "http://minio:9000", "credentials": {"secretName": "s3"}},
+            "wal": {"kind": "S3"}
+        }
+    })
+}
+
+struct World {
+    api: ApiServer,
+    admin: FakeHttp,
+    ctx: Arc<Context>,
+}
+
+impl World {
+    async fn new(cluster: Value) -> World {
+        let api = ApiServer::default();
+        api.put(CLUSTER, cluster);
+        let admin = FakeHttp::default();
+        let base = admin.start().await;
+        let ctx = context(&api, &base);
+        World { api, admin, ctx }
+    }
+
+    /// One reconcile of the cluster as stored now; the requests it made.
+    async fn pass(&self) -> (Result<Action, automq_operator::Error>, Vec<String>) {
+        let obj: AutoMQCluster = serde_json::from_value(self.api.get(CLUSTER).unwrap()).unwrap();
+        let result = within(cluster::reconcile(Arc::new(obj), self.ctx.clone())).await;
+        (result, self.api.take_lines())
+    }
+
+    fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut obj = self.api.get(path).unwrap();
+        f(&mut obj);
+        self.api.put(path, obj);
+    }
+
+    /// Changes the spec (bumping the generation, as the API server does).
+    fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
+        self.edit(CLUSTER, |c| {
+            f(&mut c["spec"]);
+            let g = c["metadata"]["generation"].as_i64().unwrap();
+            c["metadata"]["generation"] = json!(g + 1);
+        });
+    }
+
+    /// The StatefulSet controller's part: every pod of the current spec ready.
+    fn settle_pods(&self) {
+        self.edit(STS, |s| {
+            let n = s["spec"]["replicas"].clone();
+            let generation = s["metadata"]["generation"].clone();
+            s["status"] =
+                json!({"replicas": n, "readyReplicas": n, "updatedReplicas": n, "observedGeneration": generation});
+        });
+    }
+
+    /// What the brokers report: `brokers` as (node id, draining, partitions).
+    fn brokers(&self, brokers: &[(i32, bool, usize)]) {
+        let list: Vec<Value> = brokers
+            .iter()
+            .map(|(id, draining, partitions)| {
+                json!({"node_id": id, "host": format!("demo-broker-{id}"), "port": 9092, "rack": null, "wal": "s3",
+                       "alive": true, "draining": draining, "leaving": false, "ready": !draining,
+                       "assigned": partitions, "leading": partitions})
+            })
+            .collect();
+        self.admin.route(
+            "GET",
+            "/admin/v1/cluster",
+            200,
+            json!({"cluster_id": "c1", "controller": {"node_id": 0, "epoch": 3}, "brokers": list}),
+        );
+    }
+
+    /// Runs the creation passes and settles: 3 ready brokers, status Ready.
+    async fn converged(replicas: i32) -> World {
+        let world = World::new(cluster_json(replicas)).await;
+        world.pass().await.0.unwrap();
+        world.pass().await.0.unwrap();
+        world.settle_pods();
+        world.brokers(&(0..replicas).map(|id| (id, false, 4)).collect::<Vec<_>>());
+        world.pass().await.0.unwrap();
+        assert_eq!(condition(&world.api.get(CLUSTER).unwrap(), "Ready")["status"], "True");
+        world.admin.take_calls();
+        world
+    }
+}
+
+#[tokio::test]
+async fn create_adds_the_finalizer_then_applies_every_child() {
+    let world = World::new(cluster_json(3)).await;
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(lines, vec![patch(CLUSTER)]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["metadata"]["finalizers"], json!(["automq.rs/broker-shutdown"]));
+
+    let (result, log) = {
+        let obj: AutoMQCluster = serde_json::from_value(world.api.get(CLUSTER).unwrap()).unwrap();
+        let result = within(cluster::reconcile(Arc::new(obj), world.ctx.clone())).await;
+        (result, world.api.take_log())
+    };
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
+    let lines: Vec<String> = log.iter().map(|l| l.line()).collect();
+    let mut expected = Vec::new();
+    for path in [SA, CM, HEADLESS, BOOTSTRAP, PDB] {
+        expected.extend([get(path), patch(path)]);
+    }
+    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected);
+    for applied in log.iter().filter(|l| l.method == "PATCH") {
+        assert_eq!(applied.content_type, "application/apply-patch+yaml", "{}", applied.path);
+        assert!(applied.query.contains("fieldManager=automq-operator") && applied.query.contains("force=true"));
+    }
+    // No brokers yet, nobody to ask.
+    assert!(world.admin.take_calls().is_empty());
+
+    let sts = world.api.get(STS).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    assert!(sts["spec"].get("volumeClaimTemplates").is_none(), "the S3 WAL needs no volumes");
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "AutoMQCluster");
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
+    let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+    let node_id = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_NODE_ID").unwrap();
+    assert_eq!(node_id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['apps.kubernetes.io/pod-index']");
+    let advertised = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_ADVERTISED_LISTENER").unwrap();
+    assert_eq!(advertised["value"], "$(POD_NAME).demo-broker.default.svc:9092");
+    let key = env.as_array().unwrap().iter().find(|e| e["name"] == "AWS_ACCESS_KEY_ID").unwrap();
+    assert_eq!(key["valueFrom"]["secretKeyRef"], json!({"name": "s3", "key": "AWS_ACCESS_KEY_ID"}));
+
+    let cm = world.api.get(CM).unwrap();
+    assert_eq!(cm["data"]["AUTOMQ_WAL"], "s3");
+    assert_eq!(cm["data"]["AUTOMQ_OBJECT_STORE"], "s3://data?endpoint=http://minio:9000&region=us-east-1");
+    let headless = world.api.get(HEADLESS).unwrap();
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "ScalingOut");
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(
+        status["status"]["selector"],
+        "app.kubernetes.io/component=broker,app.kubernetes.io/instance=demo,app.kubernetes.io/name=automq-broker"
+    );
+    assert_eq!(status["status"]["bootstrapServers"], "demo-bootstrap.default.svc:9092");
+}
+
+#[tokio::test]
+async fn a_reconcile_with_nothing_to_change_writes_nothing() {
+    let world = World::converged(3).await;
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    let mut expected = children_reads();
+    expected.push(get(STS));
+    assert_eq!(lines, expected, "reads only");
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster"]);
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(condition(&status, "Ready")["reason"], "AllBrokersReady");
+    assert_eq!(status["status"]["readyReplicas"], 3);
+    assert_eq!(status["status"]["controller"], 0);
+}
+
+#[tokio::test]
+async fn a_spec_change_rolls_the_brokers() {
+    let world = World::converged(3).await;
+    world.edit_spec(|spec| spec["image"] = json!("ghcr.io/automq-rs/automq-broker:0.2.0"));
+    let (result, lines) = world.pass().await;
+    result.unwrap();
+    let mut expected = children_reads();
+    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected);
+    let sts = world.api.get(STS).unwrap();
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/automq-rs/automq-broker:0.2.0");
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["observedGeneration"], 2);
+    assert_eq!(condition(&status, "Ready")["reason"], "RollingUpdate");
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+}
+
+#[tokio::test]
+async fn a_settings_change_rolls_the_brokers_through_the_config_hash() {
+    let world = World::converged(3).await;
+    let before =
+        world.api.get(STS).unwrap()["spec"]["template"]["metadata"]["annotations"]["automq.rs/config-hash"].clone();
+    world.edit_spec(|spec| spec["config"] = json!({"num-partitions": "6"}));
+    let (result, lines) = world.pass().await;
+    result.unwrap();
+    assert_eq!(
+        lines,
+        vec![
+            get(SA),
+            get(CM),
+            patch(CM),
+            get(HEADLESS),
+            get(BOOTSTRAP),
+            get(PDB),
+            get(STS),
+            patch(STS),
+            patch(&format!("{CLUSTER}/status"))
+        ]
+    );
+    assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_NUM_PARTITIONS"], "6");
+    let after =
+        world.api.get(STS).unwrap()["spec"]["template"]["metadata"]["annotations"]["automq.rs/config-hash"].clone();
+    assert_ne!(before, after);
+}
+
+#[tokio::test]
+async fn scale_out_starts_every_new_broker_at_once() {
+    let world = World::converged(3).await;
+    world.edit_spec(|spec| spec["replicas"] = json!(5));
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
+    let mut expected = children_reads();
+    expected.extend([get(STS), format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected);
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster"], "no drain on the way up");
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 5);
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(condition(&status, "Ready")["reason"], "ScalingOut");
+    assert_eq!(status["status"]["targetReplicas"], 5);
+}
+
+#[tokio::test]
+async fn scale_in_drains_the_brokers_before_shrinking_the_statefulset() {
+    let world = World::converged(5).await;
+    world.admin.route("POST", "/admin/v1/brokers/3/drain", 202, json!({"node_id": 3, "draining": true}));
+    world.admin.route("POST", "/admin/v1/brokers/4/drain", 202, json!({"node_id": 4, "draining": true}));
+    world.edit_spec(|spec| spec["replicas"] = json!(3));
+
+    // First: drains start; the StatefulSet is left alone.
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
+    let mut expected = children_reads();
+    expected.extend([get(STS), format!("POST {EVENTS}"), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected, "no StatefulSet write while draining");
+    assert_eq!(
+        world.admin.take_calls(),
+        vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/3/drain", "POST /admin/v1/brokers/4/drain"]
+    );
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 5);
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["draining"], json!([3, 4]));
+    assert_eq!(condition(&status, "Ready")["reason"], "ScalingIn");
+
+    // Partitions still moving: wait, drain nothing twice.
+    world.brokers(&[(0, false, 6), (1, false, 6), (2, false, 6), (3, true, 1), (4, true, 0)]);
+    let (_, lines) = world.pass().await;
+    assert!(!lines.contains(&patch(STS)));
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster"]);
+
+    // Empty: now the StatefulSet shrinks.
+    world.brokers(&[(0, false, 7), (1, false, 7), (2, false, 6), (3, true, 0), (4, true, 0)]);
+    let (result, lines) = world.pass().await;
+    result.unwrap();
+    let mut expected = children_reads();
+    expected.extend([get(STS), format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected);
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 3);
+
+    // Growing again cancels the drains of the returning node ids.
+    world.admin.route("DELETE", "/admin/v1/brokers/3/drain", 202, json!({"node_id": 3, "draining": false}));
+    world.admin.route("DELETE", "/admin/v1/brokers/4/drain", 202, json!({"node_id": 4, "draining": false}));
+    world.settle_pods();
+    world.admin.take_calls();
+    world.edit_spec(|spec| spec["replicas"] = json!(5));
+    world.pass().await.0.unwrap();
+    assert_eq!(
+        world.admin.take_calls(),
+        vec!["GET /admin/v1/cluster", "DELETE /admin/v1/brokers/3/drain", "DELETE /admin/v1/brokers/4/drain"]
+    );
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 5);
+    assert!(world.api.get(CLUSTER).unwrap()["status"].get("draining").is_none());
+}
+
+#[tokio::test]
+async fn deletion_stops_the_brokers_before_releasing_the_finalizer() {
+    let world = World::converged(3).await;
+    world.edit(CLUSTER, |c| c["metadata"]["deletionTimestamp"] = json!("2026-12-02T10:05:00Z"));
+    world.api.put(
+        &format!("{PODS}/demo-broker-0"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demo-broker-0", "namespace": "default",
+               "labels": {"app.kubernetes.io/name": "automq-broker", "app.kubernetes.io/instance": "demo",
+                          "app.kubernetes.io/component": "broker"}}}),
+    );
+    let (result, lines) = world.pass().await;
+    assert!(matches!(result, Err(automq_operator::Error::Waiting(_))), "{result:?}");
+    assert_eq!(lines, vec![get(STS), patch(STS), format!("POST {EVENTS}"), get(PODS)]);
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 0);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["metadata"]["finalizers"], json!(["automq.rs/broker-shutdown"]));
+
+    // The pod is gone.
+    world.api.remove(&format!("{PODS}/demo-broker-0"));
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(lines, vec![get(STS), get(PODS), patch(CLUSTER)]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn a_failing_child_marks_the_cluster_degraded_with_the_reason() {
+    let world = World::converged(3).await;
+    world.api.fail("PATCH", STS, 422, "StatefulSet.apps \"demo-broker\" is invalid: spec.template: forbidden");
+    world.edit_spec(|spec| spec["image"] = json!("ghcr.io/automq-rs/automq-broker:0.2.0"));
+    let (result, lines) = world.pass().await;
+    assert!(matches!(result, Err(automq_operator::Error::Kube(_))), "{result:?}");
+    let mut expected = children_reads();
+    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status")), format!("POST {EVENTS}")]);
+    assert_eq!(lines, expected);
+    let status = world.api.get(CLUSTER).unwrap();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    assert!(degraded["message"].as_str().unwrap().contains("StatefulSet"), "{degraded}");
+    assert!(degraded["message"].as_str().unwrap().contains("forbidden"), "{degraded}");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_refused_with_a_clear_condition_and_nothing_applied() {
+    let mut cluster = cluster_json(3);
+    cluster["metadata"]["finalizers"] = json!(["automq.rs/broker-shutdown"]);
+    cluster["spec"]["config"] = json!({"object-store": "file:///tmp"});
+    let world = World::new(cluster).await;
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(lines, vec![patch(&format!("{CLUSTER}/status")), format!("POST {EVENTS}")]);
+    let status = world.api.get(CLUSTER).unwrap();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!((degraded["status"].as_str(), degraded["reason"].as_str()), (Some("True"), Some("InvalidSpec")));
+    assert!(degraded["message"].as_str().unwrap().contains("\"object-store\" cannot be set"), "{degraded}");
+    assert_eq!(degraded["lastTransitionTime"], support::NOW);
+    // Again: nothing new, nothing written, no second event.
+    let (_, lines) = world.pass().await;
+    assert!(lines.is_empty(), "{lines:?}");
+}
+
+#[tokio::test]
+async fn the_file_wal_gets_one_volume_per_broker_deleted_on_scale_in() {
+    let mut cluster = cluster_json(3);
+    cluster["metadata"]["finalizers"] = json!(["automq.rs/broker-shutdown"]);
+    cluster["spec"]["wal"] = json!({"kind": "File", "volume": {"size": "20Gi", "storageClassName": "fast"}});
+    let world = World::new(cluster).await;
+    world.pass().await.0.unwrap();
+    let sts = world.api.get(STS).unwrap();
+    let claim = &sts["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert_eq!(claim["spec"]["storageClassName"], "fast");
+    assert_eq!(
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Delete"})
+    );
+    assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_WAL"], "file:/var/lib/automq/wal");
+}
