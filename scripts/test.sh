@@ -44,7 +44,15 @@ log "cargo nextest run --workspace"
 cargo nextest run --workspace --locked --profile ci
 log "doc tests"
 cargo test --workspace --doc --locked
+log "deployment manifests: helm lint/template, kustomize, Kubernetes and CRD schema validation"
+scripts/check-deploy.sh
+log "Argo CD health checks (Lua 5.1) against sample resources"
+deploy/argocd/health/test.sh
 log "real-client compatibility suite (e2e/compat: confluent-kafka, kafka-python, aiokafka, kcat)"
 cargo build --locked -p automq-broker -p automq-warehouse -p automq
 e2e/run.sh
+log "Grafana dashboards reference only metrics the broker and query node export"
+python3 deploy/grafana/check_metrics.py --broker target/debug/automq-broker --query-node target/debug/automq-query-node
+log "kind end-to-end suite (skipped without docker and kind)"
+e2e/kind/run.sh
 log "all tests passed"
