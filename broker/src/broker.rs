@@ -120,8 +120,7 @@ impl Broker {
         automq_common::register_process_metrics(&mut registry);
         let clock: SharedClock = clock::system();
         let url = config.object_store_url();
-        let store =
-            object_store::open(&url, &StoreOptions::default(), Some(registry.sub_registry_with_prefix(""))).await?;
+        let store = object_store::open(&url, &StoreOptions::default(), Some(&mut registry)).await?;
         let registry = Arc::new(Mutex::new(registry));
         let catalog = Catalog::open(store.clone(), CatalogConfig::default(), clock.clone()).await?;
         let wal_choice = config.wal_choice().map_err(Error::Config)?;

@@ -222,18 +222,21 @@ impl RunningQueryNode {
         let http = TcpListener::bind(config.http_listen).await?;
         let mysql_addr = mysql.local_addr()?;
         let http_addr = http.local_addr()?;
-        let mut registry = Registry::with_prefix("automq");
+        // Storage metrics carry their full names (automq_storage_*); the node's own are prefixed.
+        let mut root = Registry::default();
+        automq_common::register_process_metrics(&mut root);
         let url = config.object_store_url();
-        let store = object_store::open(&url, &StoreOptions::default(), Some(registry.sub_registry_with_prefix("")))
+        let store = object_store::open(&url, &StoreOptions::default(), Some(&mut root))
             .await
             .map_err(|e| anyhow::anyhow!("cannot open object store {url}: {e}"))?;
         let warehouse_config = WarehouseConfig { cache_bytes: config.cache_mb << 20, ..WarehouseConfig::default() };
         let warehouse = Warehouse::open(store, warehouse_config, automq_storage::clock::system())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;
+        let registry = root.sub_registry_with_prefix("automq");
         let loads = RoutineLoads::new(warehouse.clone(), config.node_id.to_string());
         loads.set_default_brokers(&config.default_kafka_brokers);
-        loads.metrics.register(&mut registry);
+        loads.metrics.register(registry);
         let engine = Engine::with_loads(warehouse.clone(), loads.clone(), &config.root_password);
         let metered = Arc::new(Metered {
             engine: engine.clone(),
@@ -289,7 +292,7 @@ impl RunningQueryNode {
                 });
             }
         }));
-        let state = Arc::new(HttpState { registry: parking_lot::Mutex::new(registry), warehouse: warehouse.clone() });
+        let state = Arc::new(HttpState { registry: parking_lot::Mutex::new(root), warehouse: warehouse.clone() });
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
