@@ -74,6 +74,11 @@ impl ApiServer {
         self.state.lock().unwrap().objects.insert(path.to_string(), obj);
     }
 
+    /// Every stored object (statuses, events...) as one JSON text.
+    pub fn dump(&self) -> String {
+        serde_json::to_string(&self.state.lock().unwrap().objects).unwrap()
+    }
+
     pub fn remove(&self, path: &str) {
         self.state.lock().unwrap().objects.remove(path);
     }
