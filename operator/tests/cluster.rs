@@ -399,3 +399,44 @@ async fn the_file_wal_gets_one_volume_per_broker_deleted_on_scale_in() {
     );
     assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_WAL"], "file:/var/lib/automq/wal");
 }
+
+#[tokio::test]
+async fn the_autoscaler_scales_out_on_the_brokers_measured_bytes_in() {
+    let world = World::converged(3).await;
+    for id in 0..3 {
+        world.api.put(
+            &format!("{PODS}/demo-broker-{id}"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("demo-broker-{id}"), "namespace": "default",
+                   "labels": {"app.kubernetes.io/name": "automq-broker", "app.kubernetes.io/instance": "demo",
+                              "app.kubernetes.io/component": "broker"}},
+                   "status": {"podIP": "127.0.0.1"}}),
+        );
+    }
+    let scrape = |bytes: u64| {
+        json!(format!(
+            "# TYPE automq_broker_bytes_in counter\nautomq_broker_bytes_in_total{{topic=\"t\"}} {bytes}\n# EOF\n"
+        ))
+    };
+    world.admin.route("GET", "/metrics", 200, scrape(1000));
+    world.edit_spec(|spec| {
+        spec["autoscaling"] = json!({"minReplicas": 3, "maxReplicas": 6, "targetBytesInPerBroker": "1Mi"});
+    });
+    // First measurement: no rate yet, the size stays.
+    let (result, _) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(15)));
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["autoscaler"]["desiredReplicas"], 3);
+    assert_eq!(status["status"]["autoscaler"]["reason"], "no load measured yet");
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 3);
+
+    // 100 MiB more per broker since: far above 1 MiB/s per broker, up to maxReplicas at once.
+    world.admin.route("GET", "/metrics", 200, scrape(1000 + 100 * 1024 * 1024));
+    world.admin.take_calls();
+    world.pass().await.0.unwrap();
+    let calls = world.admin.take_calls();
+    assert_eq!(calls.iter().filter(|c| *c == "GET /metrics").count(), 3, "{calls:?}");
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["autoscaler"]["desiredReplicas"], 6, "{}", status["status"]["autoscaler"]);
+    assert!(status["status"]["autoscaler"]["reason"].as_str().unwrap().contains("per broker"));
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 6);
+}

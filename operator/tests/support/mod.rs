@@ -281,7 +281,12 @@ impl FakeHttp {
                 });
                 let (status, value) =
                     me.routes.lock().unwrap().get(&key).cloned().unwrap_or((404, json!({"error": "no route"})));
-                (http::StatusCode::from_u16(status).unwrap(), axum::Json(value))
+                let status = http::StatusCode::from_u16(status).unwrap();
+                // A string is served as text (metrics, probes); anything else as JSON.
+                match value {
+                    Value::String(text) => axum::response::IntoResponse::into_response((status, text)),
+                    other => axum::response::IntoResponse::into_response((status, axum::Json(other))),
+                }
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
