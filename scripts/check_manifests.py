@@ -30,21 +30,21 @@ import yaml
 
 # What the operator touches: (apiGroup, resource) -> verbs. Keep in sync with the operator.
 OPERATOR_RULES = {
-    **{("automq.rs", r): {"get", "list", "watch", "patch", "update"}
+    **{("automq.rs", r): {"get", "list", "watch", "patch"}
        for r in ("automqclusters", "analyticswarehouses", "topiclinks")},
-    **{("automq.rs", f"{r}/status"): {"get", "patch", "update"}
+    **{("automq.rs", f"{r}/status"): {"get", "patch"}
        for r in ("automqclusters", "analyticswarehouses", "topiclinks")},
     **{("automq.rs", f"{r}/finalizers"): {"update"}
        for r in ("automqclusters", "analyticswarehouses", "topiclinks")},
-    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "serviceaccounts"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("", "services"): {"get", "create", "patch"},
+    ("", "configmaps"): {"get", "create", "patch"},
+    ("", "serviceaccounts"): {"get", "create", "patch"},
+    ("", "pods"): {"get", "list"},
+    ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
 ROLE_KINDS = ("Role", "ClusterRole")

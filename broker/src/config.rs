@@ -47,7 +47,8 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_WAL", default_value = "file")]
     pub wal: String,
 
-    /// Rack (availability zone) reported to clients.
+    /// Rack (availability zone) reported to clients. Empty means none (on Kubernetes it comes
+    /// from the pod's `topology.k8s.io/zone` label, absent where the cluster does not set it).
     #[arg(long, env = "AUTOMQ_RACK")]
     pub rack: Option<String>,
 

@@ -8,7 +8,8 @@ use automq_broker::RunningBroker;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     automq_common::init_tracing();
-    let config = BrokerConfig::parse();
+    let mut config = BrokerConfig::parse();
+    config.rack = config.rack.filter(|rack| !rack.trim().is_empty());
     let running = match RunningBroker::start(config).await {
         Ok(r) => r,
         Err(e) => {

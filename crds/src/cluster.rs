@@ -53,13 +53,18 @@ pub struct AutoMQClusterSpec {
     /// Where all data lives.
     pub object_storage: ObjectStorage,
     /// The write-ahead log: in object storage (throughput, no volumes, failover in seconds)
-    /// or on a volume (lowest latency; a dead broker's partitions wait for it).
+    /// or on a volume (lowest latency; a dead broker's partitions wait for it). Fixed at
+    /// creation.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("wal is immutable: create a new cluster to change it"))]
     pub wal: Wal,
     /// Ports and how clients reach the brokers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners: Option<Listeners>,
     /// Availability zones the brokers run in: pods are spread evenly over them (topology
-    /// spread on `topology.kubernetes.io/zone`) and kept out of other zones.
+    /// spread on `topology.kubernetes.io/zone`) and kept out of other zones. Each broker
+    /// reports its pod's `topology.k8s.io/zone` label as its rack (Kubernetes 1.35+, where the
+    /// PodTopologyLabels admission plugin copies it from the node), so zone-aware clients
+    /// stay in their zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub zones: Option<Vec<String>>,

@@ -190,3 +190,15 @@ fn a_topic_link_cannot_change_its_cluster() {
     assert!(err.contains("clusterRef is immutable"), "{err}");
     cel(&old, Some(&old)).unwrap();
 }
+
+#[test]
+fn the_wal_of_a_cluster_cannot_change() {
+    let old = example("AutoMQCluster");
+    let mut new = old.clone();
+    new["spec"]["wal"] = json!({"kind": "File", "volume": {"size": "10Gi"}});
+    let err = cel(&new, Some(&old)).unwrap_err();
+    assert!(err.contains("wal is immutable"), "{err}");
+    let mut resized = old.clone();
+    resized["spec"]["replicas"] = json!(9);
+    cel(&resized, Some(&old)).unwrap();
+}

@@ -14,9 +14,10 @@ use crate::metrics::Metrics;
 /// Where the operator reaches the processes it manages. In a cluster, Service DNS names and
 /// pod IPs; tests point them at loopback servers.
 pub trait Endpoints: Send + Sync + std::fmt::Debug {
-    /// Base URL of any broker's HTTP listener of cluster `name`.
+    /// Base URL of any broker's HTTP listener of cluster `name` (through the headless
+    /// Service: every broker answers for the whole cluster).
     fn cluster_admin(&self, namespace: &str, name: &str, http_port: i32) -> String {
-        format!("http://{name}-bootstrap.{namespace}.svc:{http_port}")
+        format!("http://{name}-broker.{namespace}.svc:{http_port}")
     }
     /// Base URL of one pod's HTTP listener (metrics, probes).
     fn pod(&self, pod: &Pod, http_port: i32) -> Option<String> {

@@ -99,3 +99,15 @@ pub fn requeue_after(error: &Error) -> std::time::Duration {
         _ => std::time::Duration::from_secs(10),
     }
 }
+
+/// What a reconcile must react to: the spec (`generation`), the finalizers and deletion.
+/// Status and resourceVersion are left out, so status writes do not trigger reconciles.
+pub fn spec_or_lifecycle<K: kube::Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    Some(hasher.finish())
+}

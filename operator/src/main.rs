@@ -12,7 +12,7 @@ use axum::routing::get;
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
@@ -93,6 +93,11 @@ async fn main() -> anyhow::Result<()> {
         }
         _ = automq_common::shutdown_signal() => info!("shutting down"),
     }
+    if let Some(election) = &election {
+        if let Err(e) = election.release().await {
+            tracing::warn!(error = %e, "cannot release the leader lease (it expires on its own)");
+        }
+    }
     Ok(())
 }
 
@@ -106,19 +111,41 @@ where
     }
 }
 
+/// A controller of `K` triggered by changes of its spec, finalizers or deletion, never by
+/// its status: a reconcile writing status must not trigger the next one (the periodic
+/// requeues and owned objects' changes bring the rest).
+fn controller<K>(client: &Client, ns: Option<&str>) -> Controller<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(api::<K>(client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(automq_operator::spec_or_lifecycle, Default::default());
+    Controller::for_stream(trigger, reader)
+}
+
 async fn run_controllers(client: Client, ns: Option<&str>, ctx: Arc<Context>) {
     let config = watcher::Config::default();
-    let clusters = Controller::new(api::<AutoMQCluster>(&client, ns), config.clone())
+    let clusters = controller::<AutoMQCluster>(&client, ns)
         .owns(api::<StatefulSet>(&client, ns), config.clone())
         .shutdown_on_signal()
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let warehouses = Controller::new(api::<AnalyticsWarehouse>(&client, ns), config.clone())
+    let warehouses = controller::<AnalyticsWarehouse>(&client, ns)
         .owns(api::<StatefulSet>(&client, ns), config.clone())
         .shutdown_on_signal()
         .run(warehouse::reconcile, warehouse::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let links = Controller::new(api::<TopicLink>(&client, ns), config)
+    let links = controller::<TopicLink>(&client, ns)
         .shutdown_on_signal()
         .run(topiclink::reconcile, topiclink::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));

@@ -32,7 +32,8 @@ pub fn env(name: &str, value: String) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value), value_from: None }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+/// A variable from a field of the pod (downward API).
+pub fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -178,5 +179,39 @@ pub fn apply_overrides(
     }
     if o.termination_grace_period_seconds.is_some() {
         pod.termination_grace_period_seconds = o.termination_grace_period_seconds;
+    }
+}
+
+/// Refuses `podTemplate.env` entries that would override what the operator sets: the pod's
+/// identity, credentials, and every `AUTOMQ_*` setting (those go through `spec.config` and its
+/// allowlist) except the log filter `AUTOMQ_LOG`.
+pub fn check_env_overrides(overrides: Option<&PodOverrides>) -> Result<(), String> {
+    const OWNED: &[&str] = &["POD_NAME", "POD_NAMESPACE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    for var in overrides.and_then(|o| o.env.as_ref()).into_iter().flatten() {
+        let name = var.name.as_str();
+        if OWNED.contains(&name) || (name.starts_with("AUTOMQ_") && name != "AUTOMQ_LOG") {
+            return Err(format!(
+                "podTemplate.env cannot set {name}: the operator sets it (settings go in spec.config)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(names: &[&str]) -> PodOverrides {
+        PodOverrides { env: Some(names.iter().map(|n| env(n, "x".into())).collect()), ..PodOverrides::default() }
+    }
+
+    #[test]
+    fn env_overrides_cannot_replace_what_the_operator_sets() {
+        assert!(check_env_overrides(Some(&with_env(&["AUTOMQ_LOG", "TZ", "HTTPS_PROXY"]))).is_ok());
+        for owned in ["AUTOMQ_NODE_ID", "AUTOMQ_OBJECT_STORE", "POD_NAME", "AWS_SECRET_ACCESS_KEY"] {
+            let err = check_env_overrides(Some(&with_env(&[owned]))).unwrap_err();
+            assert!(err.contains(owned), "{err}");
+        }
     }
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 /// Broker flags a user may set (`automq-broker --help`).
+/// (`cluster-id` is left out: it only counts on a fresh bucket.)
 pub const BROKER_SETTINGS: &[&str] = &[
-    "cluster-id",
     "auto-create-topics",
     "num-partitions",
     "max-request-bytes",

@@ -35,8 +35,10 @@ pub async fn reconcile(link: Arc<TopicLink>, ctx: Arc<Context>) -> Result<Action
 }
 
 pub fn error_policy(link: Arc<TopicLink>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(name = link.name_any(), %error, "reconcile failed");
-    ctx.metrics.failure(KIND, error);
+    if !matches!(error, Error::Waiting(_)) {
+        warn!(name = link.name_any(), %error, "reconcile failed");
+        ctx.metrics.failure(KIND, error);
+    }
     Action::requeue(crate::requeue_after(error))
 }
 
@@ -160,8 +162,9 @@ async fn reconcile_apply(link: Arc<TopicLink>, ctx: Arc<Context>) -> Result<Acti
     let applied = match admin.put_link(&name, &wire).await {
         Ok(r) => r,
         Err(e) => {
-            let message = format!("the cluster refused the link: {e}");
-            write_status(&link, &ctx, status, &Health::failed("LinkRejected", &message), Some(&message)).await?;
+            // Refused (a 4xx with the brokers' reason) or not reachable: the message says which.
+            let message = format!("applying the link failed: {e}");
+            write_status(&link, &ctx, status, &Health::failed("LinkApplyFailed", &message), Some(&message)).await?;
             return Err(e);
         }
     };

@@ -31,9 +31,9 @@ fn patch(path: &str) -> String {
     format!("PATCH {path}")
 }
 
-/// The children's reads, when they all exist unchanged.
+/// The StatefulSet's and the children's reads, when they all exist unchanged.
 fn children_reads() -> Vec<String> {
-    [SA, CM, HEADLESS, BOOTSTRAP, PDB].iter().map(|p| get(p)).collect()
+    [STS, SA, CM, HEADLESS, BOOTSTRAP, PDB].iter().map(|p| get(p)).collect()
 }
 
 fn cluster_json(replicas: i32) -> Value {
@@ -145,11 +145,11 @@ async fn create_adds_the_finalizer_then_applies_every_child() {
     };
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let lines: Vec<String> = log.iter().map(|l| l.line()).collect();
-    let mut expected = Vec::new();
+    let mut expected = vec![get(STS)];
     for path in [SA, CM, HEADLESS, BOOTSTRAP, PDB] {
         expected.extend([get(path), patch(path)]);
     }
-    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    expected.extend([patch(STS), patch(&format!("{CLUSTER}/status"))]);
     assert_eq!(lines, expected);
     for applied in log.iter().filter(|l| l.method == "PATCH") {
         assert_eq!(applied.content_type, "application/apply-patch+yaml", "{}", applied.path);
@@ -169,12 +169,16 @@ async fn create_adds_the_finalizer_then_applies_every_child() {
     assert_eq!(node_id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['apps.kubernetes.io/pod-index']");
     let advertised = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_ADVERTISED_LISTENER").unwrap();
     assert_eq!(advertised["value"], "$(POD_NAME).demo-broker.default.svc:9092");
+    let rack = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_RACK").unwrap();
+    assert_eq!(rack["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['topology.k8s.io/zone']");
     let key = env.as_array().unwrap().iter().find(|e| e["name"] == "AWS_ACCESS_KEY_ID").unwrap();
     assert_eq!(key["valueFrom"]["secretKeyRef"], json!({"name": "s3", "key": "AWS_ACCESS_KEY_ID"}));
 
     let cm = world.api.get(CM).unwrap();
     assert_eq!(cm["data"]["AUTOMQ_WAL"], "s3");
     assert_eq!(cm["data"]["AUTOMQ_OBJECT_STORE"], "s3://data?endpoint=http://minio:9000&region=us-east-1");
+    let bootstrap = world.api.get(BOOTSTRAP).unwrap();
+    assert_eq!(bootstrap["spec"]["ports"], json!([{"name": "kafka", "port": 9092, "targetPort": "kafka"}]));
     let headless = world.api.get(HEADLESS).unwrap();
     assert_eq!(headless["spec"]["clusterIP"], "None");
     assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
@@ -197,9 +201,7 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     let world = World::converged(3).await;
     let (result, lines) = world.pass().await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
-    let mut expected = children_reads();
-    expected.push(get(STS));
-    assert_eq!(lines, expected, "reads only");
+    assert_eq!(lines, children_reads(), "reads only");
     assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster"]);
     let status = world.api.get(CLUSTER).unwrap();
     assert_eq!(condition(&status, "Ready")["reason"], "AllBrokersReady");
@@ -214,7 +216,7 @@ async fn a_spec_change_rolls_the_brokers() {
     let (result, lines) = world.pass().await;
     result.unwrap();
     let mut expected = children_reads();
-    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    expected.extend([patch(STS), patch(&format!("{CLUSTER}/status"))]);
     assert_eq!(lines, expected);
     let sts = world.api.get(STS).unwrap();
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/automq-rs/automq-broker:0.2.0");
@@ -235,13 +237,13 @@ async fn a_settings_change_rolls_the_brokers_through_the_config_hash() {
     assert_eq!(
         lines,
         vec![
+            get(STS),
             get(SA),
             get(CM),
             patch(CM),
             get(HEADLESS),
             get(BOOTSTRAP),
             get(PDB),
-            get(STS),
             patch(STS),
             patch(&format!("{CLUSTER}/status"))
         ]
@@ -259,7 +261,7 @@ async fn scale_out_starts_every_new_broker_at_once() {
     let (result, lines) = world.pass().await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let mut expected = children_reads();
-    expected.extend([get(STS), format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    expected.extend([format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
     assert_eq!(lines, expected);
     assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster"], "no drain on the way up");
     assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 5);
@@ -279,7 +281,7 @@ async fn scale_in_drains_the_brokers_before_shrinking_the_statefulset() {
     let (result, lines) = world.pass().await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
     let mut expected = children_reads();
-    expected.extend([get(STS), format!("POST {EVENTS}"), patch(&format!("{CLUSTER}/status"))]);
+    expected.extend([format!("POST {EVENTS}"), patch(&format!("{CLUSTER}/status"))]);
     assert_eq!(lines, expected, "no StatefulSet write while draining");
     assert_eq!(
         world.admin.take_calls(),
@@ -301,7 +303,7 @@ async fn scale_in_drains_the_brokers_before_shrinking_the_statefulset() {
     let (result, lines) = world.pass().await;
     result.unwrap();
     let mut expected = children_reads();
-    expected.extend([get(STS), format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
+    expected.extend([format!("POST {EVENTS}"), patch(STS), patch(&format!("{CLUSTER}/status"))]);
     assert_eq!(lines, expected);
     assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 3);
 
@@ -352,7 +354,7 @@ async fn a_failing_child_marks_the_cluster_degraded_with_the_reason() {
     let (result, lines) = world.pass().await;
     assert!(matches!(result, Err(automq_operator::Error::Kube(_))), "{result:?}");
     let mut expected = children_reads();
-    expected.extend([get(STS), patch(STS), patch(&format!("{CLUSTER}/status")), format!("POST {EVENTS}")]);
+    expected.extend([patch(STS), patch(&format!("{CLUSTER}/status")), format!("POST {EVENTS}")]);
     assert_eq!(lines, expected);
     let status = world.api.get(CLUSTER).unwrap();
     let degraded = condition(&status, "Degraded");
@@ -383,7 +385,7 @@ async fn an_invalid_spec_is_refused_with_a_clear_condition_and_nothing_applied()
 }
 
 #[tokio::test]
-async fn the_file_wal_gets_one_volume_per_broker_deleted_on_scale_in() {
+async fn the_file_wal_gets_one_volume_per_broker_kept_on_scale_in() {
     let mut cluster = cluster_json(3);
     cluster["metadata"]["finalizers"] = json!(["automq.rs/broker-shutdown"]);
     cluster["spec"]["wal"] = json!({"kind": "File", "volume": {"size": "20Gi", "storageClassName": "fast"}});
@@ -395,7 +397,7 @@ async fn the_file_wal_gets_one_volume_per_broker_deleted_on_scale_in() {
     assert_eq!(claim["spec"]["storageClassName"], "fast");
     assert_eq!(
         sts["spec"]["persistentVolumeClaimRetentionPolicy"],
-        json!({"whenDeleted": "Retain", "whenScaled": "Delete"})
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
     );
     assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_WAL"], "file:/var/lib/automq/wal");
 }
@@ -439,4 +441,17 @@ async fn the_autoscaler_scales_out_on_the_brokers_measured_bytes_in() {
     assert_eq!(status["status"]["autoscaler"]["desiredReplicas"], 6, "{}", status["status"]["autoscaler"]);
     assert!(status["status"]["autoscaler"]["reason"].as_str().unwrap().contains("per broker"));
     assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 6);
+}
+
+#[tokio::test]
+async fn changing_the_wal_of_a_running_cluster_is_refused_before_anything_is_applied() {
+    let world = World::converged(3).await;
+    world.edit_spec(|spec| spec["wal"] = json!({"kind": "File", "volume": {"size": "10Gi"}}));
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(lines, vec![get(STS), patch(&format!("{CLUSTER}/status")), format!("POST {EVENTS}")]);
+    assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_WAL"], "s3", "the settings were not touched");
+    let degraded = condition(&world.api.get(CLUSTER).unwrap(), "Degraded");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(degraded["message"].as_str().unwrap().starts_with("wal cannot change"), "{degraded}");
 }

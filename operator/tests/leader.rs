@@ -44,4 +44,11 @@ async fn one_replica_leads_and_another_takes_over_only_after_expiry() {
     assert_eq!(lease["spec"]["holderIdentity"], "operator-b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     assert_eq!(a.try_acquire(t2).await.unwrap(), Attempt::HeldBy("operator-b".into()));
+
+    // B shuts down and releases: A leads at once, without waiting for expiry.
+    a.release().await.unwrap();
+    assert_eq!(api.get(LEASE).unwrap()["spec"]["holderIdentity"], "operator-b", "only the holder releases");
+    b.release().await.unwrap();
+    assert!(api.get(LEASE).unwrap()["spec"].get("holderIdentity").is_none());
+    assert_eq!(a.try_acquire(t2 + SignedDuration::from_secs(1)).await.unwrap(), Attempt::Acquired);
 }

@@ -197,7 +197,7 @@ async fn refusals_and_failures_degrade_the_link_with_their_reason() {
         vec![get(SECRET), get(SECRET), get(CLUSTER), format!("PATCH {LINK}/status"), format!("POST {EVENTS}")]
     );
     let degraded = condition(&world.api.get(LINK).unwrap(), "Degraded");
-    assert_eq!(degraded["reason"], "LinkRejected");
+    assert_eq!(degraded["reason"], "LinkApplyFailed");
     assert!(degraded["message"].as_str().unwrap().contains("unreachable"), "{degraded}");
 
     // Brokers without the links API.

@@ -64,6 +64,12 @@ pub fn validate(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
         if a.target_bytes_in_per_broker.is_none() && a.target_cpu_utilization.is_none() {
             return Err("autoscaling needs targetBytesInPerBroker or targetCpuUtilization".into());
         }
+        let cpu_request = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("cpu"));
+        if a.target_cpu_utilization.is_some() && cpu_request.is_none() {
+            return Err(
+                "autoscaling.targetCpuUtilization needs resources.requests.cpu (utilization is of the request)".into(),
+            );
+        }
         if let Some(q) = &a.target_bytes_in_per_broker {
             if scale::quantity_bytes(q).is_none_or(|b| b <= 0.0) {
                 return Err(format!("autoscaling.targetBytesInPerBroker {:?} is not a positive quantity", q.0));
@@ -74,6 +80,7 @@ pub fn validate(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     if storage.credentials.is_some() && storage.workload_identity.is_some() {
         return Err("objectStorage: set at most one of credentials and workloadIdentity".into());
     }
+    crate::pods::check_env_overrides(spec.pod_template.as_ref())?;
     resources::config_map(cluster)
 }
 
@@ -91,6 +98,23 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
         }
     };
 
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let live = sts_api.get_opt(&resources::broker_name(&cluster)).await?;
+    let current = live.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+    // The WAL of running brokers cannot change (the schema refuses it too; this catches API
+    // servers without CEL): checked before anything is applied, so no broker restarts with a
+    // WAL setting its volumes do not match.
+    if let Some(live) = &live {
+        let has_volume =
+            live.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).is_some_and(|v| !v.is_empty());
+        if has_volume != (cluster.spec.wal.kind == WalKind::File) {
+            let message =
+                "wal cannot change on a running cluster: create a new cluster (or move topics with a TopicLink)";
+            write_status(&cluster, &ctx, status.clone(), &Health::invalid(message), Some(message)).await?;
+            return Ok(Action::await_change());
+        }
+    }
+
     let children = async {
         apply(&ctx.client, &resources::service_account(&cluster)).await.map_err(|e| ("ServiceAccount", e))?;
         apply(&ctx.client, &config).await.map_err(|e| ("ConfigMap", e))?;
@@ -104,10 +128,6 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
     if let Err((kind, e)) = children.await {
         return child_failed(&cluster, &ctx, status, kind, e).await;
     }
-
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let live = sts_api.get_opt(&resources::broker_name(&cluster)).await?;
-    let current = live.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
 
     let http_port = cluster.spec.listeners.clone().unwrap_or_default().http_port();
     let admin = ctx.admin(ctx.endpoints.cluster_admin(&namespace, &name, http_port));
@@ -132,10 +152,7 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
         None => (cluster.spec.replicas, None),
     };
 
-    let plan = scale::plan(current, target, state.as_ref(), status.draining.as_deref().unwrap_or_default());
-    for id in &plan.undrain {
-        admin.set_drain(*id, false).await?;
-    }
+    let mut plan = scale::plan(current, target, state.as_ref(), status.draining.as_deref().unwrap_or_default());
     if !plan.drain.is_empty() {
         for id in &plan.drain {
             admin.set_drain(*id, true).await?;
@@ -162,6 +179,15 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
         Ok(sts) => sts,
         Err(e) => return child_failed(&cluster, &ctx, status, "StatefulSet", e).await,
     };
+    // After the StatefulSet grew: coming back from zero, no broker answered before it did.
+    // A drain that cannot be cancelled yet stays recorded and is retried next time.
+    for id in std::mem::take(&mut plan.undrain) {
+        if let Err(e) = admin.set_drain(id, false).await {
+            info!(node_id = id, error = %e, "cannot cancel the drain yet");
+            plan.draining.push(id);
+        }
+    }
+    plan.draining.sort_unstable();
 
     let (health, new_status) = summarize(&cluster, &sts, state.as_ref(), target, &plan, status.clone());
     let new_status = AutoMQClusterStatus { autoscaler, ..new_status };
@@ -229,9 +255,10 @@ fn summarize(
             cluster.namespace().unwrap_or_default(),
             listeners.kafka_port()
         )),
-        controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id).or(status.controller),
+        controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id),
         draining: (!plan.draining.is_empty()).then(|| plan.draining.clone()),
-        brokers: (!brokers.is_empty()).then_some(brokers).or(status.brokers),
+        // Only what the brokers said now: without an answer, nothing is known.
+        brokers: (!brokers.is_empty()).then_some(brokers),
         autoscaler: None,
         conditions: status.conditions,
     };

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | ServiceAccount | `{name}-broker` | pods' identity (workload identity annotations) |
 //! | ConfigMap | `{name}-broker-config` | `AUTOMQ_*` settings shared by all brokers |
-//! | Service (headless) | `{name}-broker` | per-broker DNS names, the advertised addresses |
-//! | Service | `{name}-bootstrap` | bootstrap address for clients, admin API for the operator |
+//! | Service (headless) | `{name}-broker` | per-broker DNS names (advertised addresses); the admin API |
+//! | Service | `{name}-bootstrap` | bootstrap address for Kafka clients (Kafka port only) |
 //! | StatefulSet | `{name}-broker` | the brokers; Parallel pod management |
 //! | PodDisruptionBudget | `{name}-broker` | at most one broker evicted at a time |
 
@@ -126,6 +126,8 @@ pub fn headless_service(cluster: &AutoMQCluster) -> Service {
     }
 }
 
+/// Kafka only: the HTTP port (admin and internal API) stays on the headless Service, inside
+/// the cluster network, even when the bootstrap Service is a load balancer.
 pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
     let listeners = cluster.spec.listeners.clone().unwrap_or_default();
     let mut metadata = meta(cluster, bootstrap_name(cluster));
@@ -135,7 +137,7 @@ pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: listeners.bootstrap_service_type.map(|t| t.as_str().to_string()),
             selector: Some(selector_labels(cluster)),
-            ports: Some(ports(cluster)),
+            ports: Some(ports(cluster).into_iter().take(1).collect()),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -168,6 +170,9 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
     env.push(pod::env("AUTOMQ_ADVERTISED_LISTENER", format!("$(POD_NAME).{headless}.{namespace}.svc:{kafka_port}")));
     env.push(pod::env("AUTOMQ_ADVERTISED_HTTP", format!("$(POD_NAME).{headless}.{namespace}.svc:{http_port}")));
     env.extend(pod::credential_env(&spec.object_storage));
+    // The zone the pod landed in, copied from its node by the PodTopologyLabels admission
+    // plugin (Kubernetes 1.35+; empty where it is off, and the broker then has no rack).
+    env.push(pod::field_env("AUTOMQ_RACK", "metadata.labels['topology.k8s.io/zone']"));
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
     let mut claims = None;
@@ -263,10 +268,13 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
                 spec: Some(pod_spec),
             },
             volume_claim_templates: claims,
-            // A removed broker was drained first: its WAL holds nothing the bucket lacks.
+            // Kept on scale-in and deletion: a broker killed before its hand-off finished has
+            // acknowledged records only in its WAL, and the same node id (the same claim)
+            // replays them when it comes back. Delete claims by hand once a broker is gone
+            // for good (docs/operator.md).
             persistent_volume_claim_retention_policy: (spec.wal.kind == WalKind::File).then(|| {
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_scaled: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
                     when_deleted: Some("Retain".into()),
                 }
             }),

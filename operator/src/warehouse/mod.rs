@@ -64,6 +64,13 @@ async fn reconcile_apply(w: Arc<AnalyticsWarehouse>, ctx: Arc<Context>) -> Resul
             Ok::<_, Error>(Action::await_change())
         }
     };
+    let storage = &w.spec.object_storage;
+    if storage.credentials.is_some() && storage.workload_identity.is_some() {
+        return invalid("objectStorage: set at most one of credentials and workloadIdentity".into()).await;
+    }
+    if let Err(message) = crate::pods::check_env_overrides(w.spec.pod_template.as_ref()) {
+        return invalid(message).await;
+    }
     if let Some(a) = &w.spec.autoscaling {
         if a.min_replicas > a.max_replicas {
             return invalid(format!(
