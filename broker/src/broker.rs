@@ -89,6 +89,8 @@ pub struct Broker {
     /// The bucket (relayed produce objects live here too).
     pub store: object_store::SharedStore,
     pub cluster: Arc<Cluster>,
+    /// Mirror partitions of topic links led here, and their fetchers.
+    pub mirrors: crate::link::Mirrors,
     pub groups: GroupCoordinator,
     pub metrics: BrokerMetrics,
     pub registry: Arc<Mutex<Registry>>,
@@ -156,6 +158,7 @@ impl Broker {
             engine,
             store,
             cluster: cluster.clone(),
+            mirrors: crate::link::Mirrors::default(),
             metrics,
             registry,
             topics: RwLock::new(BTreeMap::new()),
@@ -170,6 +173,7 @@ impl Broker {
         tasks.push(tokio::spawn(cluster.clone().run_heartbeats(stop.clone())));
         tasks.push(tokio::spawn(cluster.clone().run_controller(broker.clone(), stop.clone())));
         tasks.push(tokio::spawn(crate::cluster::ownership::run(broker.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::link::run(broker.clone(), stop.clone())));
         broker.ensure_offsets_topic().await?;
         tracing::info!(
             cluster_id = %broker.cluster_id,
@@ -427,6 +431,16 @@ impl Broker {
         Ok(())
     }
 
+    /// A client's AlterConfigs: replaces the explicit configs but keeps what only the brokers
+    /// set (a mirror topic stays a mirror).
+    pub async fn set_topic_configs_by_client(&self, name: &str, mut configs: BTreeMap<String, String>) -> Result<()> {
+        topics::refuse_managed(&configs)?;
+        if let Some(link) = self.topic(name).and_then(|t| t.meta.configs.get(crate::link::LINK_CONFIG).cloned()) {
+            configs.insert(crate::link::LINK_CONFIG.to_string(), link);
+        }
+        self.set_topic_configs(name, configs).await
+    }
+
     /// Replaces a topic's explicit configs (validated first).
     pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<()> {
         TopicConfig::from_map_over(self.topic_defaults(), &configs)?;
@@ -466,6 +480,33 @@ impl Broker {
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Makes every producer id allocated from now on greater than `id` (a mirror copies batches
+    /// of the source's producers, whose ids must not be handed to local producers writing to
+    /// the topic after promotion). Drops this broker's reserved block if it is not above `id`.
+    pub async fn reserve_producer_ids_through(&self, id: i64) -> Result<()> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 <= id {
+            *ids = (0, 0);
+        }
+        loop {
+            let catalog = self.engine.catalog();
+            let current = catalog.state().kv.get(PRODUCER_ID_KEY).cloned();
+            let next: i64 = current.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if next > id {
+                return Ok(());
+            }
+            let records = vec![
+                CatalogRecord::KvExpect { key: PRODUCER_ID_KEY.into(), digest: current.as_deref().map(kv_digest) },
+                CatalogRecord::KvPut { key: PRODUCER_ID_KEY.into(), value: (id + 1).to_string() },
+            ];
+            match catalog.submit(records).await {
+                Ok(_) => return Ok(()),
+                Err(automq_storage::Error::PreconditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The log cleaner's pass: retention for `delete` topics, compaction for `compact` ones.

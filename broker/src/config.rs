@@ -48,7 +48,7 @@ pub struct BrokerConfig {
     pub wal: String,
 
     /// Rack (availability zone) reported to clients. Empty means none (on Kubernetes it comes
-    /// from the pod's `topology.k8s.io/zone` label, absent where the cluster does not set it).
+    /// from the pod's `topology.kubernetes.io/zone` label, absent where the cluster does not set it).
     #[arg(long, env = "AUTOMQ_RACK")]
     pub rack: Option<String>,
 

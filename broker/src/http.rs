@@ -44,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(ready))
         .merge(crate::cluster::rpc::routes())
         .merge(crate::cluster::admin::routes())
+        .merge(crate::link::admin::routes())
         .with_state(state)
 }
 

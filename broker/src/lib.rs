@@ -18,6 +18,7 @@ mod error;
 pub mod groups;
 pub mod handlers;
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod partition;
 pub mod producers;

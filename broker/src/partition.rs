@@ -267,6 +267,44 @@ impl Partition {
         })
     }
 
+    /// Appends record batches of a mirror topic at the offsets the source gave them, byte for
+    /// byte (offsets, leader epochs, CRCs untouched; transactional and control batches
+    /// included), and waits until they are durable. Batches wholly below the log end are
+    /// skipped (a fetch repeated after a crash); a gap before a batch (source compaction,
+    /// retention, aborted offsets) is covered by that batch's range, so offsets stay the
+    /// source's. Returns the new log end and the highest producer id among the batches (-1:
+    /// none).
+    pub async fn append_mirrored(&self, engine: &StreamEngine, records: &Bytes) -> Result<(i64, i64)> {
+        engine.wait_for_space().await?;
+        let batches = batch::split(records).map_err(batch_error)?;
+        let mut pending: Vec<PendingDurable> = Vec::new();
+        let mut end;
+        let max_producer_id = batches.iter().map(|(h, _)| h.producer_id).max().unwrap_or(-1);
+        {
+            let mut state = self.state.lock();
+            end = engine.next_offset(self.stream_id)? as i64;
+            for (h, bytes) in batches {
+                let last = h.base_offset + h.offset_count() as i64 - 1;
+                if last < end {
+                    continue;
+                }
+                if h.base_offset < end {
+                    return Err(Error::kafka(
+                        ResponseError::CorruptMessage,
+                        format!("source batch {}..={last} straddles the mirror's end {end}", h.base_offset),
+                    ));
+                }
+                pending.push(Box::pin(engine.start_append(self.stream_id, end as u64, last as u64 + 1, bytes)?));
+                state.record(&h, h.base_offset);
+                end = last + 1;
+            }
+        }
+        for append in pending {
+            append.await?;
+        }
+        Ok((end, max_producer_id))
+    }
+
     fn log_start(&self, engine: &StreamEngine) -> i64 {
         engine.catalog().state().streams.get(&self.stream_id).map(|s| s.start_offset as i64).unwrap_or(0)
     }

@@ -95,7 +95,18 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "compression.type", default: "producer", read_only: false },
     ConfigDef { name: "unclean.leader.election.enable", default: "false", read_only: false },
     ConfigDef { name: "min.cleanable.dirty.ratio", default: "0.5", read_only: false },
+    // The topic link a mirror topic follows (crate::link); set and cleared by the brokers only.
+    ConfigDef { name: crate::link::LINK_CONFIG, default: "", read_only: true },
 ];
+
+/// Refuses configs that only the brokers set (a client setting `automq.link` could turn a topic
+/// into a mirror, or promote one behind the link's back).
+pub fn refuse_managed(configs: &BTreeMap<String, String>) -> Result<()> {
+    if configs.contains_key(crate::link::LINK_CONFIG) {
+        return Err(invalid(format!("{} is managed by topic links", crate::link::LINK_CONFIG)));
+    }
+    Ok(())
+}
 
 fn parse_i64(name: &str, value: &str) -> Result<i64> {
     value.trim().parse().map_err(|_| invalid(format!("{name} must be an integer, got {value:?}")))

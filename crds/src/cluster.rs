@@ -62,7 +62,7 @@ pub struct AutoMQClusterSpec {
     pub listeners: Option<Listeners>,
     /// Availability zones the brokers run in: pods are spread evenly over them (topology
     /// spread on `topology.kubernetes.io/zone`) and kept out of other zones. Each broker
-    /// reports its pod's `topology.k8s.io/zone` label as its rack (Kubernetes 1.35+, where the
+    /// reports its pod's `topology.kubernetes.io/zone` label as its rack (Kubernetes 1.35+, where the
     /// PodTopologyLabels admission plugin copies it from the node), so zone-aware clients
     /// stay in their zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]

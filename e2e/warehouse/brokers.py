@@ -30,6 +30,24 @@ def _wait_port(port, proc, log, timeout=30):
     raise RuntimeError(f"broker not listening on {port} after {timeout} s")
 
 
+def _wait_ready(http, proc, log, timeout=30):
+    """Until our broker's /readyz answers 200 (its admin API answers 503 before)."""
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode}; log:\n{Path(log).read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(http + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"broker not ready at {http} after {timeout} s")
+
+
 class KafkaProcess:
     """A broker process that keeps its port (and data) across restarts."""
 
@@ -39,6 +57,9 @@ class KafkaProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        # Our broker's HTTP listener (admin API, metrics).
+        self.http_port = free_port()
+        self.http = f"http://127.0.0.1:{self.http_port}"
         self.proc = None
 
     def command(self):
@@ -47,7 +68,7 @@ class KafkaProcess:
             if not path.is_file():
                 pytest.fail(f"broker binary not found at {path}: cargo build -p automq-broker", pytrace=False)
             return [str(path), "--data-dir", str(self.root / "data"), "--listen", self.bootstrap,
-                    "--http-listen", f"127.0.0.1:{free_port()}"]
+                    "--http-listen", f"127.0.0.1:{self.http_port}"]
         tansu = os.environ.get("AUTOMQ_TANSU_BIN")
         if not tansu or not Path(tansu).is_file():
             pytest.skip("SKIPPED LOUDLY: Tansu is not available ($AUTOMQ_TANSU_BIN unset; e2e/run.sh fetches it)")
@@ -60,6 +81,8 @@ class KafkaProcess:
         self.proc = subprocess.Popen(self.command(), stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         _wait_port(self.port, self.proc, log)
+        if self.kind == "automq":
+            _wait_ready(self.http, self.proc, log)
         return self
 
     def kill(self):

@@ -170,7 +170,7 @@ async fn create_adds_the_finalizer_then_applies_every_child() {
     let advertised = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_ADVERTISED_LISTENER").unwrap();
     assert_eq!(advertised["value"], "$(POD_NAME).demo-broker.default.svc:9092");
     let rack = env.as_array().unwrap().iter().find(|e| e["name"] == "AUTOMQ_RACK").unwrap();
-    assert_eq!(rack["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['topology.k8s.io/zone']");
+    assert_eq!(rack["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['topology.kubernetes.io/zone']");
     let key = env.as_array().unwrap().iter().find(|e| e["name"] == "AWS_ACCESS_KEY_ID").unwrap();
     assert_eq!(key["valueFrom"]["secretKeyRef"], json!({"name": "s3", "key": "AWS_ACCESS_KEY_ID"}));
 

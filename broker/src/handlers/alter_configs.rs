@@ -28,10 +28,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: AlterConfigsRequest) -
                 .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
                 .collect();
             TopicConfig::from_map(&configs)?;
+            crate::topics::refuse_managed(&configs)?;
             if request.validate_only {
                 return Ok(());
             }
-            broker.set_topic_configs(&name, configs).await
+            broker.set_topic_configs_by_client(&name, configs).await
         }
         .await;
         let mut r = AlterConfigsResourceResponse::default()

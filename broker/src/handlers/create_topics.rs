@@ -53,6 +53,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                     ));
                 }
             } else {
+                crate::topics::refuse_managed(&configs)?;
                 broker.create_topic(&name, partitions, configs.clone(), false).await?;
             }
             Ok((partitions, configs))

@@ -30,7 +30,16 @@ pub(super) async fn handle(
                 super::err(ResponseError::UnknownTopicOrPartition, format!("topic {name} does not exist"))
             })?;
             let mut configs = topic.meta.configs.clone();
+            // Broker-managed configs are carried over by set_topic_configs_by_client, and
+            // refused if a client touches them.
+            configs.remove(crate::link::LINK_CONFIG);
             for c in &resource.configs {
+                if c.name.as_str() == crate::link::LINK_CONFIG {
+                    return Err(super::err(
+                        ResponseError::InvalidConfig,
+                        format!("{} is managed by topic links", crate::link::LINK_CONFIG),
+                    ));
+                }
                 let key = c.name.to_string();
                 let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
                 let current = || {
@@ -74,7 +83,7 @@ pub(super) async fn handle(
             if request.validate_only {
                 return Ok(());
             }
-            broker.set_topic_configs(&name, configs).await
+            broker.set_topic_configs_by_client(&name, configs).await
         }
         .await;
         let mut r = AlterConfigsResourceResponse::default()

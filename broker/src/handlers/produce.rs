@@ -46,6 +46,12 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
                     ResponseError::InvalidTopicException,
                     format!("clients cannot write to internal topic {name}"),
                 ))
+            } else if let Some(link) = t.meta.configs.get(crate::link::LINK_CONFIG) {
+                // Kafka's answer for a read-only mirror: not retriable, so producers fail fast.
+                Err(super::err(
+                    ResponseError::InvalidRequest,
+                    format!("topic {name} is a read-only mirror of link {link:?} until it is promoted"),
+                ))
             } else {
                 Ok(t)
             }

@@ -172,7 +172,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
     env.extend(pod::credential_env(&spec.object_storage));
     // The zone the pod landed in, copied from its node by the PodTopologyLabels admission
     // plugin (Kubernetes 1.35+; empty where it is off, and the broker then has no rack).
-    env.push(pod::field_env("AUTOMQ_RACK", "metadata.labels['topology.k8s.io/zone']"));
+    env.push(pod::field_env("AUTOMQ_RACK", "metadata.labels['topology.kubernetes.io/zone']"));
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
     let mut claims = None;

@@ -1,0 +1,261 @@
+"""Topic links (issue 7): a topic of another Kafka cluster (ours, and separately Tansu) is
+mirrored into our broker at the same offsets, byte for byte; the mirror refuses produce until it
+is promoted, and then continues the source's offset sequence. The bytes are compared with a raw
+Fetch on both sides, so nothing a client library decodes can hide a difference."""
+
+import json
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+
+from brokers import KafkaProcess
+
+
+def admin(broker, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(broker.http + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def _string(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def raw_fetch(bootstrap, topic, partition, offset, max_bytes=1 << 20):
+    """One Fetch v4 request (read_uncommitted) on a plain socket: (error, high watermark,
+    record-set bytes exactly as the broker sent them)."""
+    host, port = bootstrap.rsplit(":", 1)
+    body = struct.pack(">iiiib", -1, 500, 1, max_bytes, 0)  # replica, max wait, min bytes, max bytes, isolation
+    body += struct.pack(">i", 1) + _string(topic) + struct.pack(">i", 1)
+    body += struct.pack(">iqi", partition, offset, max_bytes)
+    header = struct.pack(">hhi", 1, 4, 7) + _string("link-test")  # Fetch, v4, correlation id, client id
+    frame = header + body
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", _read(s, 4))[0]
+        buf = _read(s, size)
+    pos = 4 + 4  # correlation id, throttle time
+    (topics,) = struct.unpack_from(">i", buf, pos); pos += 4
+    assert topics == 1
+    (name_len,) = struct.unpack_from(">h", buf, pos); pos += 2 + name_len
+    (partitions,) = struct.unpack_from(">i", buf, pos); pos += 4
+    assert partitions == 1
+    _p, error, hwm, _lso = struct.unpack_from(">ihqq", buf, pos); pos += 4 + 2 + 8 + 8
+    (aborted,) = struct.unpack_from(">i", buf, pos); pos += 4
+    pos += max(aborted, 0) * 16
+    (records_len,) = struct.unpack_from(">i", buf, pos); pos += 4
+    records = buf[pos:pos + max(records_len, 0)]
+    return error, hwm, records
+
+
+def _read(sock, n):
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        out += chunk
+    return out
+
+
+def batches(bootstrap, topic, partition):
+    """Every whole record batch of a partition, as bytes, with its base offset."""
+    out, offset = [], 0
+    while True:
+        error, hwm, records = raw_fetch(bootstrap, topic, partition, offset)
+        assert error == 0, f"fetch {topic}-{partition}@{offset}: error {error}"
+        pos, got = 0, False
+        while pos + 12 <= len(records):
+            base, length = struct.unpack_from(">qi", records, pos)
+            if pos + 12 + length > len(records):
+                break  # a partial batch at the end of the response
+            batch = records[pos:pos + 12 + length]
+            last_delta = struct.unpack_from(">i", batch, 23)[0]
+            if base + last_delta >= offset:
+                out.append((base, batch))
+                offset = base + last_delta + 1
+                got = True
+            pos += 12 + length
+        if offset >= hwm or not got:
+            return out, hwm
+
+
+def produce(bootstrap, topic, count, partitions, prefix="r"):
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                  "batch.num.messages": 17})
+    errors, offsets = [], []
+
+    def done(err, msg):
+        if err:
+            errors.append(err)
+        else:
+            offsets.append((msg.partition(), msg.offset()))
+
+    for i in range(count):
+        p.produce(topic, f"{prefix}-value-{i}".encode() * (1 + i % 5), key=f"k{i % 23}".encode(),
+                  partition=i % partitions, headers=[("h", str(i).encode())], on_delivery=done)
+        if i % 50 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    return errors, offsets
+
+
+def wait_for(what, check, timeout=60):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, OSError, KeyError, IndexError, TypeError) as e:
+            last = repr(e)
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what} (last: {last})")
+
+
+@pytest.fixture(params=["automq", "tansu"])
+def source(request, tmp_path):
+    b = KafkaProcess(request.param, tmp_path / f"source-{request.param}").start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def dest(tmp_path):
+    b = KafkaProcess("automq", tmp_path / "dest").start()
+    yield b
+    b.kill()
+
+
+def link_body(source, promote=()):
+    return {"source": {"bootstrap_servers": source.bootstrap, "security_protocol": "PLAINTEXT"},
+            "topics": [{"name": "orders"}, {"pattern": "pay\\..*"}],
+            "start_from": "earliest", "promote": [{"topic": t, "force": False} for t in promote]}
+
+
+def test_mirror_is_byte_identical_refuses_produce_and_continues_after_promotion(source, dest):
+    partitions = 3
+    source.create_topic("orders", partitions)
+    source.create_topic("pay.eu", 1)
+    source.create_topic("ignored", 1)
+    errors, _ = produce(source.bootstrap, "orders", 600, partitions)
+    assert not errors, errors
+    errors, _ = produce(source.bootstrap, "pay.eu", 50, 1, prefix="pay")
+    assert not errors, errors
+
+    status, body = admin(dest, "PUT", "/admin/v1/links/legacy", link_body(source))
+    assert status == 200, body
+
+    def caught_up():
+        status, state = admin(dest, "GET", "/admin/v1/links/legacy")
+        assert status == 200, state
+        topics = {t["topic"]: t for t in state["topics"]}
+        ok = set(topics) == {"orders", "pay.eu"} and all(t["lag"] == 0 and t["state"] == "mirroring" for t in topics.values())
+        ok = ok and all(len(t["partition_states"]) == t["partitions"] and
+                        all(p["source_high_watermark"] >= 0 for p in t["partition_states"]) for t in topics.values())
+        return state if ok else None
+
+    state = wait_for("the mirror to catch up", caught_up)
+    assert {t["topic"]: t["partitions"] for t in state["topics"]} == {"orders": 3, "pay.eu": 1}
+
+    # Every offset's bytes: the same batches, at the same offsets, on both sides.
+    total = 0
+    for topic, n in (("orders", partitions), ("pay.eu", 1)):
+        for p in range(n):
+            src, src_hwm = batches(source.bootstrap, topic, p)
+            dst, dst_hwm = batches(dest.bootstrap, topic, p)
+            assert dst_hwm == src_hwm, f"{topic}-{p}: high watermark {dst_hwm} != source {src_hwm}"
+            assert [b for b, _ in dst] == [b for b, _ in src], f"{topic}-{p}: batch offsets differ"
+            for (base, a), (_, b) in zip(src, dst):
+                assert a == b, f"{topic}-{p}: batch at {base} differs"
+            total += src_hwm
+    assert total == 650
+
+    # A mirror is read-only: Kafka's INVALID_REQUEST, not retried.
+    p = Producer({"bootstrap.servers": dest.bootstrap, "message.timeout.ms": 10000})
+    failures = []
+    p.produce("orders", b"too early", partition=0, on_delivery=lambda err, _m: failures.append(err))
+    p.flush(15)
+    assert failures and failures[0] is not None and failures[0].code() == KafkaError.INVALID_REQUEST, failures
+
+    # Promote: the topic becomes ordinary and continues the source's offsets.
+    ends = {i: batches(dest.bootstrap, "orders", i)[1] for i in range(partitions)}
+    status, body = admin(dest, "PUT", "/admin/v1/links/legacy", link_body(source, promote=["orders"]))
+    assert status == 200, body
+
+    def promoted():
+        _, state = admin(dest, "GET", "/admin/v1/links/legacy")
+        return {t["topic"]: t["state"] for t in state["topics"]}.get("orders") == "promoted"
+
+    wait_for("the promotion", promoted)
+    errors, offsets = produce(dest.bootstrap, "orders", 30, partitions, prefix="after")
+    assert not errors, errors
+    for part, end in ends.items():
+        mine = sorted(o for p_, o in offsets if p_ == part)
+        assert mine == list(range(end, end + len(mine))), f"partition {part}: {mine[:3]}... after end {end}"
+    # pay.eu is still a mirror.
+    _, state = admin(dest, "GET", "/admin/v1/links/legacy")
+    assert {t["topic"]: t["state"] for t in state["topics"]}["pay.eu"] == "mirroring"
+
+
+def test_link_errors_are_clear(dest):
+    status, body = admin(dest, "PUT", "/admin/v1/links/bad", {
+        "source": {"bootstrap_servers": "127.0.0.1:1", "security_protocol": "SASL_SSL"},
+        "topics": [{"name": "x"}]})
+    assert status == 400 and "not supported yet" in body["error"], body
+    status, body = admin(dest, "PUT", "/admin/v1/links/bad", {
+        "source": {"bootstrap_servers": "127.0.0.1:1", "security_protocol": "PLAINTEXT"},
+        "topics": [{"pattern": "("}]})
+    assert status == 400 and "pattern" in body["error"], body
+    assert admin(dest, "GET", "/admin/v1/links/none")[0] == 404
+    assert admin(dest, "DELETE", "/admin/v1/links/none")[0] == 404
+
+
+def test_an_unreachable_source_shows_and_recovers(tmp_path, dest):
+    source = KafkaProcess("automq", tmp_path / "source").start()
+    try:
+        source.create_topic("orders", 1)
+        assert not produce(source.bootstrap, "orders", 100, 1)[0]
+        assert admin(dest, "PUT", "/admin/v1/links/l", link_body(source))[0] == 200
+
+        def lag_zero():
+            _, s = admin(dest, "GET", "/admin/v1/links/l")
+            return s["topics"] and s["topics"][0]["lag"] == 0 and s["topics"][0]["partition_states"][0]["next_offset"] == 100
+
+        wait_for("the first copy", lag_zero)
+        source.kill()
+
+        def failed():
+            _, s = admin(dest, "GET", "/admin/v1/links/l")
+            t = s["topics"][0]
+            return t["state"] == "failed" and t["last_error"]
+
+        error = wait_for("the error to show", failed, timeout=90)
+        assert "127.0.0.1" in error or "connect" in error, error
+
+        source.start()
+        assert not produce(source.bootstrap, "orders", 40, 1, prefix="later")[0]
+
+        def resumed():
+            _, s = admin(dest, "GET", "/admin/v1/links/l")
+            t = s["topics"][0]
+            return t["state"] == "mirroring" and t["partition_states"][0]["next_offset"] == 140
+
+        wait_for("the copy to resume", resumed, timeout=90)
+        src, _ = batches(source.bootstrap, "orders", 0)
+        dst, _ = batches(dest.bootstrap, "orders", 0)
+        assert dst == src
+    finally:
+        source.kill()
