@@ -259,3 +259,66 @@ def test_an_unreachable_source_shows_and_recovers(tmp_path, dest):
         assert dst == src
     finally:
         source.kill()
+
+
+def committed(bootstrap, group, topic, partitions):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
+    client = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer is in
+    result = client.list_consumer_group_offsets([request])[group].result(10)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def test_a_consumer_group_moves_to_the_mirror_without_gap_or_duplicate(tmp_path, dest):
+    from confluent_kafka import Consumer, TopicPartition
+    source = KafkaProcess("automq", tmp_path / "source").start()
+    try:
+        partitions = 2
+        source.create_topic("orders", partitions)
+        assert not produce(source.bootstrap, "orders", 400, partitions)[0]
+        # The group consumes part of the topic on the source and stops there.
+        c = Consumer({"bootstrap.servers": source.bootstrap, "group.id": "billing", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["orders"])
+        seen = 0
+        while seen < 150:
+            m = c.poll(5)
+            if m is not None and not m.error():
+                seen += 1
+        c.commit(asynchronous=False)
+        c.close()
+        at_source = committed(source.bootstrap, "billing", "orders", partitions)
+        assert sum(o for o in at_source.values() if o >= 0) == 150, at_source
+        # Where the group continues: its committed offset, else (never committed) the start.
+        start = {p: max(o, 0) for p, o in at_source.items()}
+
+        body = link_body(source)
+        body["consumer_groups"] = [{"pattern": "bill.*"}]
+        assert admin(dest, "PUT", "/admin/v1/links/legacy", body)[0] == 200
+        wait_for("the group's offsets to sync",
+                 lambda: committed(dest.bootstrap, "billing", "orders", partitions) == at_source, timeout=90)
+
+        # The source keeps taking writes while consumers move.
+        assert not produce(source.bootstrap, "orders", 100, partitions, prefix="mid")[0]
+        ends = {p: batches(source.bootstrap, "orders", p)[1] for p in range(partitions)}
+        wait_for("the mirror to catch up", lambda: all(batches(dest.bootstrap, "orders", p)[1] == ends[p] for p in range(partitions)))
+
+        c = Consumer({"bootstrap.servers": dest.bootstrap, "group.id": "billing", "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["orders"])
+        got = {p: [] for p in range(partitions)}
+        deadline = time.time() + 60
+        while sum(len(v) for v in got.values()) < sum(ends[p] - start[p] for p in range(partitions)):
+            assert time.time() < deadline, {p: len(v) for p, v in got.items()}
+            m = c.poll(1)
+            if m is not None and not m.error():
+                got[m.partition()].append(m.offset())
+        # Drain anything extra (a duplicate would show here).
+        extra = c.consume(num_messages=100, timeout=2)
+        c.close()
+        assert [m for m in extra if not m.error()] == []
+        for p in range(partitions):
+            assert got[p] == list(range(start[p], ends[p])), f"partition {p}: not exactly the rest of the log"
+    finally:
+        source.kill()

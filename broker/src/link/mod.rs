@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod groups;
 pub mod mirror;
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +46,9 @@ const COPIED_CONFIGS: &[&str] = &[
     "delete.retention.ms",
     "min.compaction.lag.ms",
 ];
+
+/// How often the controller syncs the links' consumer-group offsets.
+const GROUP_SYNC_INTERVAL: Duration = Duration::from_secs(3);
 
 pub fn link_key(name: &str) -> String {
     format!("{LINK_PREFIX}{name}")
@@ -274,6 +278,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_topic_sync = std::time::Instant::now() - Duration::from_secs(60);
+    let mut last_group_sync = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -291,6 +296,16 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
                 };
             }
             promote(&broker, &links).await;
+        }
+        if broker.cluster.is_controller() && last_group_sync.elapsed() >= GROUP_SYNC_INTERVAL {
+            last_group_sync = std::time::Instant::now();
+            for (name, spec) in links.iter().filter(|(_, s)| !s.paused) {
+                match groups::sync(&broker, name, spec).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(link = name, partitions = n, "consumer offsets synced"),
+                    Err(e) => tracing::info!(link = name, error = %e, "consumer offset sync failed"),
+                }
+            }
         }
         mirror::reconcile_fetchers(&broker, &links);
     }
