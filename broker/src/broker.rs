@@ -90,7 +90,7 @@ pub struct Broker {
     pub store: object_store::SharedStore,
     pub cluster: Arc<Cluster>,
     /// Mirror partitions of topic links led here, and their fetchers.
-    pub mirrors: crate::link::Mirrors,
+    pub mirrors: Arc<crate::link::Mirrors>,
     pub groups: GroupCoordinator,
     pub metrics: BrokerMetrics,
     pub registry: Arc<Mutex<Registry>>,
@@ -152,13 +152,15 @@ impl Broker {
 
         let cluster_id = Self::cluster_id(&config, &catalog).await?;
         let metrics = BrokerMetrics::new(&mut registry.lock());
+        let mirrors = Arc::new(crate::link::Mirrors::default());
+        registry.lock().register_collector(Box::new(crate::link::MirrorMetrics(mirrors.clone())));
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(),
             cluster_id,
             engine,
             store,
             cluster: cluster.clone(),
-            mirrors: crate::link::Mirrors::default(),
+            mirrors,
             metrics,
             registry,
             topics: RwLock::new(BTreeMap::new()),

@@ -169,6 +169,11 @@ def test_mirror_is_byte_identical_refuses_produce_and_continues_after_promotion(
 
     state = wait_for("the mirror to catch up", caught_up)
     assert {t["topic"]: t["partitions"] for t in state["topics"]} == {"orders": 3, "pay.eu": 1}
+    with urllib.request.urlopen(dest.http + "/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'automq_broker_link_partitions{link="legacy",state="mirroring"} 4' in metrics, metrics[-2000:]
+    assert 'automq_broker_link_lag_records{link="legacy",topic="orders"} 0' in metrics
+    assert 'automq_broker_link_copied_bytes_total{link="legacy"}' in metrics
 
     # Every offset's bytes: the same batches, at the same offsets, on both sides.
     total = 0

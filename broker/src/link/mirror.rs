@@ -226,9 +226,9 @@ async fn copy(
                 broker.reserve_producer_ids_through(max_producer_id).await.map_err(|e| Stop::Retry(e.to_string()))?;
                 producer_ids_above = max_producer_id;
             }
-            let copied = end - next;
-            if copied > 0 {
+            if end > next {
                 partition.count_traffic(records.len() as u64, 0);
+                broker.mirrors.count_copied(link, records.len() as u64);
             }
             next = end.max(next);
         }
