@@ -215,3 +215,31 @@ def test_a_consumer_group_moves_to_the_mirror_without_gap_or_duplicate(tmp_path,
             assert got[p] == list(range(start[p], ends[p])), f"partition {p}: not exactly the rest of the log"
     finally:
         source.kill()
+
+
+def test_producers_switched_first_through_forwarding_lose_nothing(tmp_path, dest):
+    source = KafkaProcess("automq", tmp_path / "source").start()
+    try:
+        partitions = 2
+        source.create_topic("orders", partitions)
+        assert not produce(source.bootstrap, "orders", 100, partitions)[0]
+        body = link_body(source)
+        body["producer_forwarding"] = True
+        assert admin(dest, "PUT", "/admin/v1/links/legacy", body)[0] == 200
+        wait_for("the mirror topic", lambda: admin(dest, "GET", "/admin/v1/links/legacy")[1]["topics"])
+
+        # The producer now writes to the destination (idempotent, acks=all): every ack is the
+        # source's, and the records come back through the mirror at the same offsets.
+        errors, acked = produce(dest.bootstrap, "orders", 300, partitions, prefix="switched")
+        assert not errors, errors
+        assert len(acked) == 300
+        ends = {p: batches(source.bootstrap, "orders", p)[1] for p in range(partitions)}
+        assert sum(ends.values()) == 400, ends
+        for p, o in acked:
+            assert o < ends[p]
+        wait_for("the forwarded records to come back through the mirror",
+                 lambda: all(batches(dest.bootstrap, "orders", p)[1] == ends[p] for p in range(partitions)))
+        for p in range(partitions):
+            assert batches(dest.bootstrap, "orders", p)[0] == batches(source.bootstrap, "orders", p)[0]
+    finally:
+        source.kill()

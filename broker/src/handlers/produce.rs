@@ -47,6 +47,9 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
                     format!("clients cannot write to internal topic {name}"),
                 ))
             } else if let Some(link) = t.meta.configs.get(crate::link::LINK_CONFIG) {
+                if crate::link::links(&broker).get(link).is_some_and(|l| l.producer_forwarding) {
+                    return Ok(t); // forwarded to the source below
+                }
                 // Kafka's answer for a read-only mirror: not retriable, so producers fail fast.
                 Err(super::err(
                     ResponseError::InvalidRequest,
@@ -63,6 +66,9 @@ pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _versio
             let bytes = records.len() as u64;
             let enqueued: Result<Pending, Error> = match &topic {
                 Err(e) => Err(super::err(e.code(), e.to_string())),
+                Ok(topic) if topic.meta.configs.contains_key(crate::link::LINK_CONFIG) => {
+                    forward(&broker, topic, index, records, request.timeout_ms).await.map(Pending::Relayed)
+                }
                 Ok(topic) => match led_or_arriving(&broker, topic, index).await {
                     Err(e) if e.code() == ResponseError::NotLeaderOrFollower && zone.is_some() => {
                         relay(&broker, topic, index, records, zone.as_deref().unwrap_or_default())
@@ -176,6 +182,30 @@ async fn led_or_arriving(
 enum Pending {
     Local(Arc<Partition>, crate::partition::Enqueued),
     Relayed(crate::partition::AppendOutcome),
+}
+
+/// A mirror topic whose link forwards produce: the source answers (see `crate::link::forward`).
+async fn forward(
+    broker: &Arc<Broker>,
+    topic: &crate::broker::Topic,
+    index: i32,
+    records: bytes::Bytes,
+    timeout_ms: i32,
+) -> Result<crate::partition::AppendOutcome, Error> {
+    let name = &topic.meta.name;
+    let link = topic.meta.configs.get(crate::link::LINK_CONFIG).cloned().unwrap_or_default();
+    let Some(spec) = crate::link::links(broker).remove(&link).filter(|l| l.producer_forwarding) else {
+        return Err(super::err(
+            ResponseError::InvalidRequest,
+            format!("topic {name} is a read-only mirror of link {link:?} until it is promoted"),
+        ));
+    };
+    if usize::try_from(index).map_or(true, |i| i >= topic.partition_count()) {
+        return Err(super::err(ResponseError::UnknownTopicOrPartition, format!("{name} has no partition {index}")));
+    }
+    let mut forwarders = broker.mirrors.forwarders.lock().await;
+    let forwarder = forwarders.entry(link.clone()).or_default();
+    forwarder.produce(&spec, &link, name, index, records, timeout_ms.clamp(1000, 60_000)).await
 }
 
 /// For a client of `zone` that sent a partition led in another zone to this broker of its

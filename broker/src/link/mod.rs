@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod forward;
 pub mod groups;
 pub mod mirror;
 
@@ -229,6 +230,8 @@ pub struct Mirrors {
     tasks: Mutex<HashMap<(String, i32), tokio::task::JoinHandle<()>>>,
     /// Link-level errors the controller met (listing source topics), by link.
     errors: Mutex<HashMap<String, String>>,
+    /// Producer forwarding, by link (one forward at a time per link, in arrival order).
+    pub forwarders: tokio::sync::Mutex<HashMap<String, forward::Forwarder>>,
 }
 
 impl Mirrors {
