@@ -77,21 +77,24 @@ class BrokerSet:
         """Partitions each live broker leads, by node id."""
         return {b["node_id"]: b["leading"] for b in self.state()["brokers"] if b["alive"]}
 
+    def settled(self, expect_brokers):
+        """The cluster state if exactly `expect_brokers` are alive, every one is ready, every
+        partition is led, and the spread is even (within one); else False. Does not wait."""
+        s = self.state(partitions=True)
+        alive = sorted(b["node_id"] for b in s["brokers"] if b["alive"])
+        if alive != sorted(expect_brokers):
+            return False
+        if not all(b["ready"] for b in s["brokers"] if b["alive"] and not b["draining"]):
+            return False
+        if any(p["leader"] is None or p["leader"] != p["assigned"] for p in s["partitions"]):
+            return False
+        counts = [b["assigned"] for b in s["brokers"] if b["alive"] and not b["draining"]]
+        return max(counts) - min(counts) <= 1 and s
+
     def wait_settled(self, expect_brokers, timeout=30):
-        """Until exactly `expect_brokers` are alive, every one is ready, every partition is led,
-        and the spread is even (within one)."""
-        def settled():
-            s = self.state(partitions=True)
-            alive = sorted(b["node_id"] for b in s["brokers"] if b["alive"])
-            if alive != sorted(expect_brokers):
-                return False
-            if not all(b["ready"] for b in s["brokers"] if b["alive"] and not b["draining"]):
-                return False
-            if any(p["leader"] is None or p["leader"] != p["assigned"] for p in s["partitions"]):
-                return False
-            counts = [b["assigned"] for b in s["brokers"] if b["alive"] and not b["draining"]]
-            return max(counts) - min(counts) <= 1 and s
-        return wait_until(settled, f"the cluster to settle on brokers {sorted(expect_brokers)}", timeout=timeout)
+        """Until `settled(expect_brokers)`."""
+        return wait_until(lambda: self.settled(expect_brokers),
+                          f"the cluster to settle on brokers {sorted(expect_brokers)}", timeout=timeout)
 
     def pause(self, node_id):
         b = self.brokers[node_id]

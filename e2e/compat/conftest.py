@@ -10,7 +10,6 @@ import gc
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -47,11 +46,7 @@ def _die_with_parent():
         pass  # not Linux: teardown still kills by PID
 
 
-def free_port():
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port  # noqa: E402,F401  (e2e/ports.py; re-exported to the tests)
 
 
 def broker_binary():

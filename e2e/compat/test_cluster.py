@@ -94,7 +94,7 @@ def test_a_killed_s3_wal_broker_loses_nothing_and_its_partitions_move(make_clust
     assert had > 0
     killed = time.monotonic()
     c.kill(victim)
-    wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
+    wait_until(lambda: led_by(c, victim) == 0 and c.settled([i for i in (1, 2, 3) if i != victim]),
                "the dead broker's partitions to reopen elsewhere", timeout=20)
     moved_after = time.monotonic() - killed
     time.sleep(1)
@@ -110,7 +110,7 @@ def test_a_paused_broker_is_fenced_and_acknowledges_nothing_after(make_cluster, 
     c, w = three_with_clients(make_cluster, "s3", store)
     victim = next(i for i in (1, 2, 3) if i != c.controller())
     c.pause(victim)
-    wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
+    wait_until(lambda: led_by(c, victim) == 0 and c.settled([i for i in (1, 2, 3) if i != victim]),
                "the paused broker's partitions to move", timeout=20)
     time.sleep(1)
     c.resume(victim)
@@ -169,7 +169,7 @@ def test_on_seaweedfs_a_drain_and_a_killed_broker_lose_nothing(make_cluster):
     c.admin("DELETE", victim, f"/admin/v1/brokers/{victim}/drain")
     c.wait_settled([1, 2, 3])
     c.kill(victim)
-    wait_until(lambda: led_by(c, victim) == 0 and c.wait_settled([i for i in (1, 2, 3) if i != victim], timeout=1),
+    wait_until(lambda: led_by(c, victim) == 0 and c.settled([i for i in (1, 2, 3) if i != victim]),
                "the dead broker's partitions to reopen elsewhere", timeout=30)
     c.brokers[victim].start()
     c.wait_settled([1, 2, 3])

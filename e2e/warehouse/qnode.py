@@ -3,7 +3,6 @@ killed by PID."""
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,10 +16,7 @@ _TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
 DEFAULT_BIN = (_TARGET if _TARGET.is_absolute() else REPO / _TARGET) / "debug" / "automq-query-node"
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port  # noqa: E402,F401  (e2e/ports.py)
 
 
 def binary():
