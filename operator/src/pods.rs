@@ -6,10 +6,65 @@ use automq_crds::common::{ObjectStorage, PodOverrides};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector,
     NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume,
+    SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+/// Metadata of a child `name` of `owner`: same namespace, our labels, a controller owner
+/// reference (so deleting the owner collects it).
+pub fn child_meta<K: Resource<DynamicType = ()>>(owner: &K, name: String, app: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: owner.namespace(),
+        labels: Some(common_labels(app, &owner.name_any(), component)),
+        owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Labels as a selector string (`status.selector` for the scale subresource).
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// The pods' ServiceAccount, with the workload-identity annotations if any.
+pub fn service_account(mut metadata: ObjectMeta, storage: &ObjectStorage) -> ServiceAccount {
+    metadata.annotations = storage.workload_identity.as_ref().map(|w| w.service_account_annotations.clone());
+    ServiceAccount { metadata, ..ServiceAccount::default() }
+}
+
+/// Headless: stable DNS names for every pod, also before it is ready (a broker must reach its
+/// peers to become ready).
+pub fn headless_service(metadata: ObjectMeta, selector: BTreeMap<String, String>, ports: Vec<ServicePort>) -> Service {
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// At most one pod of the workload evicted at a time.
+pub fn pod_disruption_budget(metadata: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
 
 /// Labels on everything the operator makes for one resource.
 pub fn common_labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {

@@ -19,10 +19,10 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, VolumeMount,
     VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use crate::apply::hash_of;
 use crate::pods as pod;
@@ -53,24 +53,15 @@ pub fn selector_labels(cluster: &AutoMQCluster) -> BTreeMap<String, String> {
 
 /// `status.selector` (for the scale subresource).
 pub fn selector_string(cluster: &AutoMQCluster) -> String {
-    selector_labels(cluster).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    pod::selector_string(&selector_labels(cluster))
 }
 
 fn meta(cluster: &AutoMQCluster, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: cluster.namespace(),
-        labels: Some(pod::common_labels("automq-broker", &cluster.name_any(), COMPONENT)),
-        owner_references: cluster.controller_owner_ref(&()).map(|o| vec![o]),
-        ..ObjectMeta::default()
-    }
+    pod::child_meta(cluster, name, "automq-broker", COMPONENT)
 }
 
 pub fn service_account(cluster: &AutoMQCluster) -> ServiceAccount {
-    let mut metadata = meta(cluster, broker_name(cluster));
-    metadata.annotations =
-        cluster.spec.object_storage.workload_identity.as_ref().map(|w| w.service_account_annotations.clone());
-    ServiceAccount { metadata, ..ServiceAccount::default() }
+    pod::service_account(meta(cluster, broker_name(cluster)), &cluster.spec.object_storage)
 }
 
 /// The shared settings; `Err` names a `spec.config` key that may not be set.
@@ -110,20 +101,9 @@ fn ports(cluster: &AutoMQCluster) -> Vec<ServicePort> {
     ]
 }
 
-/// Headless: gives every broker a stable DNS name, also before it is ready (a broker must
-/// reach its peers to become ready).
+/// Per-broker DNS names (the advertised addresses) and the admin API.
 pub fn headless_service(cluster: &AutoMQCluster) -> Service {
-    Service {
-        metadata: meta(cluster, broker_name(cluster)),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(cluster)),
-            ports: Some(ports(cluster)),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    pod::headless_service(meta(cluster, broker_name(cluster)), selector_labels(cluster), ports(cluster))
 }
 
 /// Kafka only: the HTTP port (admin and internal API) stays on the headless Service, inside
@@ -145,15 +125,7 @@ pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
 }
 
 pub fn pod_disruption_budget(cluster: &AutoMQCluster) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: meta(cluster, broker_name(cluster)),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector_labels(cluster)), ..LabelSelector::default() }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
+    pod::pod_disruption_budget(meta(cluster, broker_name(cluster)), selector_labels(cluster))
 }
 
 /// The brokers' StatefulSet at `replicas`. `config` is the ConfigMap it reads, hashed into a

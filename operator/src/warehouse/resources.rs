@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, PodSpec,
     PodTemplateSpec, SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, VolumeMount,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -56,24 +56,15 @@ pub fn selector_labels(w: &AnalyticsWarehouse) -> BTreeMap<String, String> {
 }
 
 pub fn selector_string(w: &AnalyticsWarehouse) -> String {
-    selector_labels(w).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    pod::selector_string(&selector_labels(w))
 }
 
 fn meta(w: &AnalyticsWarehouse, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: w.namespace(),
-        labels: Some(pod::common_labels("automq-query-node", &w.name_any(), COMPONENT)),
-        owner_references: w.controller_owner_ref(&()).map(|o| vec![o]),
-        ..ObjectMeta::default()
-    }
+    pod::child_meta(w, name, "automq-query-node", COMPONENT)
 }
 
 pub fn service_account(w: &AnalyticsWarehouse) -> ServiceAccount {
-    let mut metadata = meta(w, query_name(w));
-    metadata.annotations =
-        w.spec.object_storage.workload_identity.as_ref().map(|i| i.service_account_annotations.clone());
-    ServiceAccount { metadata, ..ServiceAccount::default() }
+    pod::service_account(meta(w, query_name(w)), &w.spec.object_storage)
 }
 
 fn cache_size(w: &AnalyticsWarehouse) -> Quantity {
@@ -118,17 +109,7 @@ fn ports(w: &AnalyticsWarehouse) -> Vec<ServicePort> {
 }
 
 pub fn headless_service(w: &AnalyticsWarehouse) -> Service {
-    Service {
-        metadata: meta(w, query_name(w)),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(w)),
-            ports: Some(ports(w)),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    pod::headless_service(meta(w, query_name(w)), selector_labels(w), ports(w))
 }
 
 /// The MySQL endpoint: only ready query nodes get queries.
@@ -146,15 +127,7 @@ pub fn mysql_service(w: &AnalyticsWarehouse) -> Service {
 }
 
 pub fn pod_disruption_budget(w: &AnalyticsWarehouse) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: meta(w, query_name(w)),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector_labels(w)), ..LabelSelector::default() }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
+    pod::pod_disruption_budget(meta(w, query_name(w)), selector_labels(w))
 }
 
 /// A HorizontalPodAutoscaler driving this warehouse's scale subresource on CPU.
