@@ -65,9 +65,10 @@ def _read(sock, n):
     return out
 
 
-def batches(bootstrap, topic, partition):
-    """Every whole record batch of a partition, as bytes, with its base offset."""
-    out, offset = [], 0
+def batches(bootstrap, topic, partition, start=0):
+    """Every whole record batch of a partition from offset `start`, as bytes, with its base
+    offset."""
+    out, offset = [], start
     while True:
         error, hwm, records = raw_fetch(bootstrap, topic, partition, offset)
         assert error == 0, f"fetch {topic}-{partition}@{offset}: error {error}"

@@ -243,3 +243,32 @@ def test_producers_switched_first_through_forwarding_lose_nothing(tmp_path, dest
             assert batches(dest.bootstrap, "orders", p)[0] == batches(source.bootstrap, "orders", p)[0]
     finally:
         source.kill()
+
+
+def test_a_mirror_starts_where_the_source_log_starts(tmp_path, dest):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+    source = KafkaProcess("automq", tmp_path / "source").start()
+    try:
+        source.create_topic("orders", 1)
+        assert not produce(source.bootstrap, "orders", 200, 1)[0]
+        client = AdminClient({"bootstrap.servers": source.bootstrap})
+        client.delete_records([TopicPartition("orders", 0, 120)])[TopicPartition("orders", 0, 120)].result(10)
+
+        def earliest(bootstrap):
+            from confluent_kafka import Consumer
+            c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+            low, _ = c.get_watermark_offsets(TopicPartition("orders", 0), timeout=10)
+            c.close()
+            return low
+
+        src_start = earliest(source.bootstrap)
+        assert src_start > 0
+        src_batches, src_end = batches(source.bootstrap, "orders", 0, src_start)
+        assert admin(dest, "PUT", "/admin/v1/links/l", link_body(source))[0] == 200
+        wait_for("the mirror", lambda: batches(dest.bootstrap, "orders", 0, src_start)[1] == src_end)
+        wait_for("the mirror's log start to follow the source's", lambda: earliest(dest.bootstrap) == src_start)
+        dst_batches, _ = batches(dest.bootstrap, "orders", 0, src_start)
+        assert dst_batches == src_batches
+    finally:
+        source.kill()

@@ -159,10 +159,14 @@ async fn copy(
     let engine = &broker.engine;
     let mut next = engine.next_offset(partition.stream_id).map_err(|e| Stop::Lost(e.to_string()))? as i64;
     let mut producer_ids_above = -1;
+    // A new mirror starts at the source's log start (or its end with start_from latest), and
+    // its own log start moves there once the first batch is in (an empty stream cannot start
+    // past offset 0), so ListOffsets earliest answers what the source answers.
+    let mut align_start = None;
     if next == 0 {
-        // A new mirror starts at the source's log start (or its end with start_from latest).
         let timestamp = if spec.start_from == "latest" { -1 } else { -2 };
         next = list_offset(&mut conn, topic, index, timestamp).await?;
+        align_start = (next > 0).then_some(next);
     }
     loop {
         if !still_mirrored(broker, link, topic, index, partition) {
@@ -229,6 +233,9 @@ async fn copy(
             if end > next {
                 partition.count_traffic(records.len() as u64, 0);
                 broker.mirrors.count_copied(link, records.len() as u64);
+                if let Some(start) = align_start.take() {
+                    partition.delete_records_before(engine, start).await.map_err(|e| Stop::Retry(e.to_string()))?;
+                }
             }
             next = end.max(next);
         }
