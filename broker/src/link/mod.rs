@@ -341,13 +341,17 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_topic_sync = std::time::Instant::now() - Duration::from_secs(60);
     let mut last_group_sync = std::time::Instant::now() - Duration::from_secs(60);
+    let mut previous: BTreeMap<String, LinkSpec> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
         let links = links(&broker);
-        if broker.cluster.is_controller() && last_topic_sync.elapsed() >= Duration::from_secs(2) {
+        // A new or changed link is acted on at once, not at the next listing.
+        let changed = links != previous;
+        previous = links.clone();
+        if broker.cluster.is_controller() && (changed || last_topic_sync.elapsed() >= Duration::from_secs(2)) {
             last_topic_sync = std::time::Instant::now();
             for (name, spec) in &links {
                 let outcome = if spec.paused { Ok(()) } else { sync_topics(&broker, name, spec).await };
