@@ -102,6 +102,16 @@ def test_mirror_is_byte_identical_refuses_produce_and_continues_after_promotion(
     _, state = admin(dest, "GET", "/admin/v1/links/legacy")
     assert {t["topic"]: t["state"] for t in state["topics"]}["pay.eu"] == "mirroring"
 
+    # The link cannot go while a mirror follows it, unless forced: then pay.eu becomes ordinary.
+    status, body = admin(dest, "DELETE", "/admin/v1/links/legacy")
+    assert status == 409 and "pay.eu" in body["error"], body
+    assert admin(dest, "DELETE", "/admin/v1/links/legacy?force=true")[0] == 200
+    assert admin(dest, "GET", "/admin/v1/links/legacy")[0] == 404
+    end = batches(dest.bootstrap, "pay.eu", 0)[1]
+    errors, offsets = wait_for("pay.eu to take produce", lambda: (lambda r: r if not r[0] else None)(
+        produce(dest.bootstrap, "pay.eu", 5, 1, prefix="own")))
+    assert sorted(o for _, o in offsets) == list(range(end, end + 5))
+
 
 def test_link_errors_are_clear(dest):
     status, body = admin(dest, "PUT", "/admin/v1/links/bad", {

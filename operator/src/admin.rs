@@ -196,10 +196,10 @@ impl AdminClient {
         }
     }
 
-    /// Deletes link `name` (mirror topics stay, as ordinary read-only topics until promoted).
+    /// Deletes link `name`; mirror topics not promoted yet become ordinary topics (`force`).
     /// Already gone is fine.
     pub async fn delete_link(&self, name: &str) -> Result<()> {
-        let path = format!("/admin/v1/links/{name}");
+        let path = format!("/admin/v1/links/{name}?force=true");
         let response = self.send(self.http.delete(format!("{}{path}", self.base)), &path).await?;
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());

@@ -179,7 +179,7 @@ async fn deletion_removes_the_link_from_the_cluster() {
     let (result, lines) = world.pass().await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert_eq!(lines, vec![get(CLUSTER), format!("POST {EVENTS}"), format!("PATCH {LINK}")]);
-    assert_eq!(world.admin.take_calls(), vec!["DELETE /admin/v1/links/legacy"]);
+    assert_eq!(world.admin.take_calls(), vec!["DELETE /admin/v1/links/legacy?force=true"]);
     assert_eq!(world.api.get(LINK).unwrap()["metadata"]["finalizers"], json!([]));
 }
 

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{links, LinkSpec, PartitionState, PutError, LINK_CONFIG};
+use super::{links, Deleted, LinkSpec, PartitionState, PutError, LINK_CONFIG};
 use crate::broker::Broker;
 use crate::http::HttpState;
 
@@ -52,14 +52,33 @@ async fn put_link(State(state): State<HttpState>, Path(name): Path<String>, body
     }
 }
 
-async fn delete_link(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_link(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> Response {
     let broker = match state.broker() {
         Ok(b) => b,
         Err(r) => return *r,
     };
-    match super::delete(&broker, &name).await {
-        Ok(true) => (StatusCode::OK, Json(serde_json::json!({ "name": name, "deleted": true }))).into_response(),
-        Ok(false) => json_error(StatusCode::NOT_FOUND, format!("no link {name:?}")),
+    match super::delete(&broker, &name, query.force).await {
+        Ok(Deleted::Deleted) => {
+            (StatusCode::OK, Json(serde_json::json!({ "name": name, "deleted": true }))).into_response()
+        }
+        Ok(Deleted::NoSuchLink) => json_error(StatusCode::NOT_FOUND, format!("no link {name:?}")),
+        Ok(Deleted::MirrorsLeft(topics)) => json_error(
+            StatusCode::CONFLICT,
+            format!(
+                "link {name:?} still has mirror topics ({}): promote them, or delete with ?force=true to make them ordinary topics",
+                topics.join(", ")
+            ),
+        ),
         Err(m) => json_error(StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }

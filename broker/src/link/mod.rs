@@ -496,14 +496,39 @@ pub async fn put(broker: &Broker, name: &str, spec: &LinkSpec) -> Result<(), Put
         .map_err(|e| PutError::Unavailable(e.to_string()))
 }
 
-/// Forgets a link (its mirror topics stay, read-only). `Ok(false)` if there was none.
-pub async fn delete(broker: &Broker, name: &str) -> Result<bool, String> {
+/// What deleting a link found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NoSuchLink,
+    /// Mirror topics still follow the link (listed): promote them, or delete with `force`.
+    MirrorsLeft(Vec<String>),
+}
+
+/// Forgets a link. Mirror topics must be promoted first; with `force`, the ones left become
+/// ordinary topics (as a forced promotion would make them) instead of staying read-only with
+/// no link to promote them.
+pub async fn delete(broker: &Broker, name: &str, force: bool) -> Result<Deleted, String> {
     let key = link_key(name);
     if !broker.cluster.view().raw.contains_key(&key) {
-        return Ok(false);
+        return Ok(Deleted::NoSuchLink);
+    }
+    let mirrors: Vec<_> = broker
+        .topics()
+        .into_iter()
+        .filter(|t| t.meta.configs.get(LINK_CONFIG).map(String::as_str) == Some(name))
+        .collect();
+    if !mirrors.is_empty() && !force {
+        return Ok(Deleted::MirrorsLeft(mirrors.iter().map(|t| t.meta.name.clone()).collect()));
+    }
+    for topic in mirrors {
+        let mut configs = topic.meta.configs.clone();
+        configs.remove(LINK_CONFIG);
+        broker.set_topic_configs(&topic.meta.name, configs).await.map_err(|e| e.to_string())?;
+        tracing::info!(link = name, topic = topic.meta.name, "mirror topic made ordinary as its link is deleted");
     }
     broker.cluster.catalog().submit(vec![CatalogRecord::KvDelete { key }]).await.map_err(|e| e.to_string())?;
-    Ok(true)
+    Ok(Deleted::Deleted)
 }
 
 #[derive(Debug)]

@@ -273,12 +273,13 @@ impl FakeHttp {
             let me = me.clone();
             async move {
                 let key = format!("{method} {}", uri.path());
+                // Calls are logged with their query; routes match on the path.
+                let call = match uri.query() {
+                    Some(q) => format!("{key}?{q}"),
+                    None => key.clone(),
+                };
                 let body_text = String::from_utf8_lossy(&body).to_string();
-                me.calls.lock().unwrap().push(if body_text.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{key} {body_text}")
-                });
+                me.calls.lock().unwrap().push(if body_text.is_empty() { call } else { format!("{call} {body_text}") });
                 let (status, value) =
                     me.routes.lock().unwrap().get(&key).cloned().unwrap_or((404, json!({"error": "no route"})));
                 let status = http::StatusCode::from_u16(status).unwrap();
