@@ -40,7 +40,7 @@ OPERATOR_RULES = {
     ("", "services"): {"get", "create", "patch"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "serviceaccounts"): {"get", "create", "patch"},
-    ("", "pods"): {"get", "list"},
+    ("", "pods"): {"get", "list", "delete"},
     ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},

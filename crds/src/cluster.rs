@@ -187,6 +187,10 @@ pub struct AutoMQClusterStatus {
     /// are empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<Vec<i32>>,
+    /// The rolling restart step in progress (after a change of the pod template, brokers are
+    /// drained and restarted one at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<RollingRestart>,
     /// Per-broker state as the cluster reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<Vec<BrokerStatus>>,
@@ -195,6 +199,15 @@ pub struct AutoMQClusterStatus {
     pub autoscaler: Option<AutoscalerStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingRestart {
+    /// The broker being restarted.
+    pub node_id: i32,
+    /// `Draining` (its partitions moving away) or `Restarting` (its pod coming back).
+    pub phase: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

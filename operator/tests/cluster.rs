@@ -455,3 +455,66 @@ async fn changing_the_wal_of_a_running_cluster_is_refused_before_anything_is_app
     assert_eq!(degraded["reason"], "InvalidSpec");
     assert!(degraded["message"].as_str().unwrap().starts_with("wal cannot change"), "{degraded}");
 }
+
+/// A broker pod as the StatefulSet controller makes it, Ready, from template `revision`.
+fn broker_pod(id: i32, revision: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("demo-broker-{id}"), "namespace": "default",
+                        "labels": {"app.kubernetes.io/name": "automq-broker", "app.kubernetes.io/instance": "demo",
+                                   "app.kubernetes.io/component": "broker", "controller-revision-hash": revision}},
+           "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+#[tokio::test]
+async fn a_template_change_restarts_brokers_one_at_a_time_each_drained_first() {
+    let world = World::converged(3).await;
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+    for id in 0..3 {
+        world.api.put(&format!("{PODS}/demo-broker-{id}"), broker_pod(id, "rev1"));
+    }
+    world.edit_spec(|spec| spec["image"] = json!("ghcr.io/automq-rs/automq-broker:0.2.0"));
+    // The StatefulSet controller's part: a new revision, no pod on it yet.
+    world.pass().await.0.unwrap();
+    world.edit(STS, |s| {
+        let g = s["metadata"]["generation"].clone();
+        s["status"] = json!({"replicas": 3, "readyReplicas": 3, "updatedReplicas": 0, "observedGeneration": g,
+                             "currentRevision": "rev1", "updateRevision": "rev2"});
+    });
+    world.admin.route("POST", "/admin/v1/brokers/2/drain", 202, json!({"node_id": 2, "draining": true}));
+    world.admin.route("DELETE", "/admin/v1/brokers/2/drain", 202, json!({"node_id": 2, "draining": false}));
+    world.admin.take_calls();
+
+    // 1. The highest ordinal is drained first; its pod is left alone while it holds partitions.
+    let (result, lines) = world.pass().await;
+    result.unwrap();
+    assert!(lines.contains(&get(PODS)), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/2/drain"]);
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["rolling"], json!({"nodeId": 2, "phase": "Draining"}));
+    assert_eq!(condition(&status, "Ready")["reason"], "RollingRestart");
+
+    // 2. Still moving: nothing is deleted.
+    world.brokers(&[(0, false, 5), (1, false, 5), (2, true, 2)]);
+    let (_, lines) = world.pass().await;
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+
+    // 3. Empty: its pod is deleted (the StatefulSet recreates it on the new template).
+    world.brokers(&[(0, false, 6), (1, false, 6), (2, true, 0)]);
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&format!("DELETE {PODS}/demo-broker-2")), "{lines:?}");
+    assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 2, "phase": "Restarting"}));
+
+    // 4. Back on the new template and registered: the drain is cancelled; broker 1 is next.
+    world.api.put(&format!("{PODS}/demo-broker-2"), broker_pod(2, "rev2"));
+    world.edit(STS, |s| s["status"]["updatedReplicas"] = json!(1));
+    world.admin.take_calls();
+    world.pass().await.0.unwrap();
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "DELETE /admin/v1/brokers/2/drain"]);
+    assert!(world.api.get(CLUSTER).unwrap()["status"].get("rolling").is_none());
+    world.brokers(&[(0, false, 4), (1, false, 4), (2, false, 4)]);
+    world.admin.route("POST", "/admin/v1/brokers/1/drain", 202, json!({"node_id": 1, "draining": true}));
+    world.pass().await.0.unwrap();
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1/drain"]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 1, "phase": "Draining"}));
+}

@@ -74,7 +74,7 @@ what the operator's code touches, without wildcards.
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -8,6 +8,7 @@
 
 pub mod autoscaler;
 pub mod resources;
+pub mod rolling;
 pub mod scale;
 
 use std::sync::Arc;
@@ -189,8 +190,45 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
     }
     plan.draining.sort_unstable();
 
-    let (health, new_status) = summarize(&cluster, &sts, state.as_ref(), target, &plan, status.clone());
-    let new_status = AutoMQClusterStatus { autoscaler, ..new_status };
+    // A changed pod template rolls the brokers one at a time, each drained first; not while
+    // the cluster is being resized.
+    let scaling = plan.waiting.is_some() || plan.replicas != target;
+    let rollout = if scaling {
+        rolling::Rollout { rolling: status.rolling.clone(), updated: 0, total: plan.replicas }
+    } else {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = resources::selector_string(&cluster);
+        let rollout = rolling::step(&sts, &pods, &selector, &admin, state.as_ref(), status.rolling.as_ref()).await?;
+        if rollout.rolling.as_ref().map(|r| (r.node_id, r.phase.as_str()))
+            != status.rolling.as_ref().map(|r| (r.node_id, r.phase.as_str()))
+        {
+            if let Some(r) = &rollout.rolling {
+                ctx.event(
+                    &*cluster,
+                    false,
+                    "RollingRestart",
+                    format!("broker {}: {}", r.node_id, r.phase.to_lowercase()),
+                )
+                .await;
+            }
+        }
+        rollout
+    };
+
+    let (mut health, new_status) = summarize(&cluster, &sts, state.as_ref(), target, &plan, status.clone());
+    if let Some(r) = &rollout.rolling {
+        health = Health::progressing(
+            "RollingRestart",
+            format!(
+                "{} broker {} ({}/{} on the new template)",
+                r.phase.to_lowercase(),
+                r.node_id,
+                rollout.updated,
+                rollout.total
+            ),
+        );
+    }
+    let new_status = AutoMQClusterStatus { autoscaler, rolling: rollout.rolling.clone(), ..new_status };
     let settled = health.is_ready() && plan.waiting.is_none();
     write_status(&cluster, &ctx, new_status, &health, None).await?;
     Ok(match (settled, cluster.spec.autoscaling.is_some()) {
@@ -257,6 +295,7 @@ fn summarize(
         )),
         controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id),
         draining: (!plan.draining.is_empty()).then(|| plan.draining.clone()),
+        rolling: None,
         // Only what the brokers said now: without an answer, nothing is known.
         brokers: (!brokers.is_empty()).then_some(brokers),
         autoscaler: None,

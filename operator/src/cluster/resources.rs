@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 
 use automq_crds::cluster::WalKind;
 use automq_crds::AutoMQCluster;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EnvFromSource, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
     PodTemplateSpec, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, VolumeMount,
@@ -230,6 +232,8 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
             service_name: Some(headless),
             // All new brokers start at once; they are stateless, order buys nothing.
             pod_management_policy: Some("Parallel".into()),
+            // The operator restarts brokers itself, each drained first (`rolling.rs`).
+            update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
             selector: LabelSelector { match_labels: Some(selector_labels(cluster)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
