@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the real-client compatibility suite: installs the clients when missing, starts one
 # SeaweedFS on loopback for the S3 WAL variants (unless AUTOMQ_TEST_S3_ENDPOINT is already
-# set), and runs pytest with any arguments given (default: e2e/compat -q).
-# Expects the binaries already built: cargo build -p automq-broker -p automq-warehouse -p automq.
+# set), and runs pytest with any arguments given (default: e2e/compat e2e/warehouse e2e/operator).
+# Expects the binaries already built: cargo build -p automq-broker -p automq-warehouse -p automq -p automq-operator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +41,7 @@ fi
 [ -n "${AUTOMQ_TANSU_BIN:-}" ] || ensure_tansu
 
 # --- the suite -------------------------------------------------------------------------------
-if [ "$#" -eq 0 ]; then set -- e2e/compat e2e/warehouse -q; fi
+if [ "$#" -eq 0 ]; then set -- e2e/compat e2e/warehouse e2e/operator -q; fi
 status=0
 python3 -m pytest "$@" || status=$?
 exit "$status"

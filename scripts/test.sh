@@ -49,7 +49,7 @@ scripts/check-deploy.sh
 log "Argo CD health checks (Lua 5.1) against sample resources"
 deploy/argocd/health/test.sh
 log "real-client compatibility suite (e2e/compat: confluent-kafka, kafka-python, aiokafka, kcat)"
-cargo build --locked -p automq-broker -p automq-warehouse -p automq
+cargo build --locked -p automq-broker -p automq-warehouse -p automq -p automq-operator
 e2e/run.sh
 log "Grafana dashboards reference only metrics the broker and query node export"
 python3 deploy/grafana/check_metrics.py --broker target/debug/automq-broker --query-node target/debug/automq-query-node
