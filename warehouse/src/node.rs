@@ -205,6 +205,7 @@ pub struct RunningQueryNode {
     pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    open: Arc<OpenConnections>,
 }
 
 impl std::fmt::Debug for RunningQueryNode {
@@ -257,7 +258,9 @@ impl RunningQueryNode {
 
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let server_config = ServerConfig { max_message: config.max_allowed_packet };
+        let server_config = ServerConfig { max_message: config.max_allowed_packet, closing: Some(rx.clone()) };
+        let open = Arc::new(OpenConnections::default());
+        let accepted = open.clone();
         let node_id = config.node_id;
         let mut accept_rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -284,11 +287,13 @@ impl RunningQueryNode {
                 let server_config = server_config.clone();
                 handler.connections.inc();
                 handler.connections_total.inc();
+                let guard = accepted.enter();
                 tokio::spawn(async move {
                     if let Err(e) = serve(stream, handler.clone(), session, &server_config).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     handler.connections.dec();
+                    drop(guard);
                 });
             }
         }));
@@ -315,14 +320,59 @@ impl RunningQueryNode {
             maintenance.abort();
         }));
         tracing::info!(%mysql_addr, %http_addr, node_id, "query node listening");
-        Ok(RunningQueryNode { engine, mysql_addr, http_addr, shutdown, tasks })
+        Ok(RunningQueryNode { engine, mysql_addr, http_addr, shutdown, tasks, open })
     }
 
-    /// Stops listening. Every acknowledged change is already in the object store.
+    /// Stops listening (the readiness probe fails, so no new queries arrive), lets every
+    /// statement in progress finish and be answered, closing each connection after it, for at
+    /// most `SHUTDOWN_GRACE`. Every acknowledged change is already in the object store.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.open.drained()).await.is_err() {
+            tracing::warn!(open = self.open.count(), "statements still running at the end of the grace period");
+        }
+    }
+}
+
+/// How long a stopping query node waits for the statements in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Open MySQL connections, to wait for at shutdown.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+struct OpenGuard(Arc<OpenConnections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl OpenConnections {
+    fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 }

@@ -127,11 +127,14 @@ struct Prepared {
 pub struct ServerConfig {
     /// max_allowed_packet
     pub max_message: usize,
+    /// Becomes true when the server stops: a connection then closes instead of reading its next
+    /// command (the statement in progress finishes and is answered first).
+    pub closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_message: 64 << 20 }
+        ServerConfig { max_message: 64 << 20, closing: None }
     }
 }
 
@@ -283,9 +286,19 @@ where
 
     let mut statements: std::collections::HashMap<u32, Prepared> = std::collections::HashMap::new();
     let mut next_statement = 1u32;
+    let mut closing = config.closing.clone();
     loop {
         packets.reset_sequence();
-        let Some(mut command) = packets.read().await? else { return Ok(()) };
+        let next = match closing.as_mut() {
+            // Between statements only: a statement being served is never cut off.
+            Some(rx) => tokio::select! {
+                biased;
+                _ = rx.wait_for(|closing| *closing) => return Ok(()),
+                read = packets.read() => read?,
+            },
+            None => packets.read().await?,
+        };
+        let Some(mut command) = next else { return Ok(()) };
         if command.is_empty() {
             return Err(PacketError::Malformed("empty command packet"));
         }
