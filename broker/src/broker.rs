@@ -134,6 +134,7 @@ impl Broker {
             port: advertised.1,
             http: config.advertised_http.clone().unwrap_or_else(|| config.http_listen.to_string()),
             rack: config.rack.clone(),
+            pool: config.pool.clone(),
             wal: match wal_choice {
                 WalChoice::S3 => WalKind::S3,
                 WalChoice::File(_) => WalKind::File,

@@ -52,6 +52,10 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_RACK")]
     pub rack: Option<String>,
 
+    /// The broker pool this broker serves: topics are placed on a pool (topic config
+    /// `automq.pool`, default `default`) and led only by brokers of that pool.
+    #[arg(long, env = "AUTOMQ_POOL", default_value = "default")]
+    pub pool: String,
     /// Cluster id reported to clients (generated and stored on first start when unset).
     #[arg(long, env = "AUTOMQ_CLUSTER_ID")]
     pub cluster_id: Option<String>,

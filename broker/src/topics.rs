@@ -95,6 +95,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "compression.type", default: "producer", read_only: false },
     ConfigDef { name: "unclean.leader.election.enable", default: "false", read_only: false },
     ConfigDef { name: "min.cleanable.dirty.ratio", default: "0.5", read_only: false },
+    // The broker pool the topic's partitions are placed on (cluster::placement).
+    ConfigDef { name: crate::cluster::placement::POOL_CONFIG, default: "default", read_only: false },
     // The topic link a mirror topic follows (crate::link); set and cleared by the brokers only.
     ConfigDef { name: crate::link::LINK_CONFIG, default: "", read_only: true },
 ];

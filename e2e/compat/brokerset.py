@@ -32,10 +32,12 @@ class BrokerSet:
             self.env = dict(s3_env or {})
         self.brokers = {}
 
-    def add(self, node_id, start=True, rack=None):
-        args = ["--node-id", str(node_id), "--object-store", self.store_url, "--wal", self.wal, *FAST]
+    def add(self, node_id, start=True, rack=None, pool=None, wal=None):
+        args = ["--node-id", str(node_id), "--object-store", self.store_url, "--wal", wal or self.wal, *FAST]
         if rack:
             args += ["--rack", rack]
+        if pool:
+            args += ["--pool", pool]
         root = self.root / f"node-{node_id}"
         root.mkdir(exist_ok=True)
         b = self.make(f"node-{node_id}", root, args, self.env)

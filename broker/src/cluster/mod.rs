@@ -69,6 +69,8 @@ pub struct Identity {
     pub port: i32,
     pub http: String,
     pub rack: Option<String>,
+    /// The broker pool (`--pool`).
+    pub pool: String,
     pub wal: WalKind,
     /// The S3 WAL epoch this incarnation writes in (what a takeover fences up to).
     pub wal_epoch: Option<u64>,

@@ -12,10 +12,25 @@
 //!
 //! Moves copy no data, but each one interrupts its partition briefly, so a plan makes at most
 //! `max_moves` balancing moves (placing homeless partitions is not limited).
+//!
+//! Pools: every broker belongs to one pool (`--pool`, default `default`) and every topic is
+//! placed on one (topic config `automq.pool`, default `default`). Each pool is planned on its
+//! own: a topic's partitions go only to brokers of its pool, and balancing stays within the
+//! pool. Changing a topic's pool makes its partitions homeless where they are, so they move
+//! (no data copied) like any other move.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::records::ClusterView;
+use super::records::{ClusterView, DEFAULT_POOL};
+use crate::topics::TopicMeta;
+
+/// Topic config naming the pool a topic's partitions are placed on.
+pub const POOL_CONFIG: &str = "automq.pool";
+
+/// The pool a topic is placed on.
+pub fn topic_pool(topic: &TopicMeta) -> &str {
+    topic.configs.get(POOL_CONFIG).map(String::as_str).unwrap_or(DEFAULT_POOL)
+}
 
 /// The busiest broker may carry this much more than the average before load moves.
 const LOAD_SKEW: f64 = 1.25;
@@ -64,27 +79,48 @@ impl Brokers {
 
 /// The assignments to change: topic -> broker per partition (the whole topic's list).
 pub fn plan(view: &ClusterView, load: &HashMap<Partition, f64>, max_moves: usize) -> BTreeMap<String, Vec<i32>> {
+    let pools: BTreeSet<&str> =
+        view.brokers.values().map(|b| b.pool.as_str()).chain(view.topics.values().map(|t| topic_pool(t))).collect();
+    let mut next = BTreeMap::new();
+    let mut moves = max_moves;
+    for pool in pools {
+        plan_pool(view, load, pool, &mut moves, &mut next);
+    }
+    changed(view, next)
+}
+
+/// Plans the topics of `pool` on the brokers of `pool`, spending at most `*moves` balancing
+/// moves (and counting them down).
+fn plan_pool(
+    view: &ClusterView,
+    load: &HashMap<Partition, f64>,
+    pool: &str,
+    moves_left: &mut usize,
+    next: &mut BTreeMap<String, Vec<i32>>,
+) {
+    let max_moves = *moves_left;
     let mut brokers = Brokers::default();
-    for b in view.brokers.values().filter(|b| b.eligible()) {
+    for b in view.brokers.values().filter(|b| b.eligible() && b.pool == pool) {
         brokers.counts.insert(b.node_id, 0);
         brokers.load.insert(b.node_id, 0.0);
     }
-    let mut next: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     let mut homeless: Vec<Partition> = Vec::new();
     let load_of = |p: &Partition| load.get(p).copied().unwrap_or(0.0);
-    for (name, topic) in &view.topics {
+    for (name, topic) in view.topics.iter().filter(|(_, t)| topic_pool(t) == pool) {
         let current = view.assignments.get(name);
         let mut list = vec![-1; topic.partitions.len()];
         for (i, slot) in list.iter_mut().enumerate() {
             let p = (name.clone(), i as i32);
             let cur = current.and_then(|c| c.get(i)).copied().unwrap_or(-1);
             let keep = match view.brokers.get(&cur) {
-                Some(b) if b.eligible() => {
+                Some(b) if b.eligible() && b.pool == pool => {
                     brokers.add(cur, p.clone(), load_of(&p));
                     true
                 }
+                // Alive in another pool (the topic moved): it goes.
+                Some(b) if b.alive => false,
                 // Dead: the partitions wait until its WAL is taken over (S3), or for it (file).
-                Some(b) => !b.alive && !b.released(),
+                Some(b) => !b.released(),
                 None => false,
             };
             if keep {
@@ -96,11 +132,11 @@ pub fn plan(view: &ClusterView, load: &HashMap<Partition, f64>, max_moves: usize
         next.insert(name.clone(), list);
     }
     if brokers.counts.is_empty() {
-        return changed(view, next);
+        return;
     }
     for p in homeless {
         if let Some(b) = brokers.emptiest() {
-            assign(&mut next, &p, b);
+            assign(next, &p, b);
             brokers.add(b, p.clone(), load_of(&p));
         }
     }
@@ -118,7 +154,7 @@ pub fn plan(view: &ClusterView, load: &HashMap<Partition, f64>, max_moves: usize
         };
         brokers.remove(full, &p, load_of(&p));
         brokers.add(empty, p.clone(), load_of(&p));
-        assign(&mut next, &p, empty);
+        assign(next, &p, empty);
         moves += 1;
     }
     // Load within LOAD_SKEW of the average, counts kept within one.
@@ -152,15 +188,15 @@ pub fn plan(view: &ClusterView, load: &HashMap<Partition, f64>, max_moves: usize
         let Some((_, x, y)) = best else { break };
         brokers.remove(hot, &x, load_of(&x));
         brokers.add(cold, x.clone(), load_of(&x));
-        assign(&mut next, &x, cold);
+        assign(next, &x, cold);
         if let Some(y) = y {
             brokers.remove(cold, &y, load_of(&y));
             brokers.add(hot, y.clone(), load_of(&y));
-            assign(&mut next, &y, hot);
+            assign(next, &y, hot);
         }
         moves += 1;
     }
-    changed(view, next)
+    *moves_left = max_moves.saturating_sub(moves);
 }
 
 fn assign(next: &mut BTreeMap<String, Vec<i32>>, p: &Partition, broker: i32) {
@@ -188,6 +224,7 @@ mod tests {
             port: 9092,
             http: "h:1".into(),
             rack: None,
+            pool: "default".into(),
             wal,
             wal_epoch: Some(1),
             incarnation: 1,
@@ -311,5 +348,56 @@ mod tests {
         let c = plan(&v, &HashMap::new(), 2);
         apply(&mut v, c);
         assert_eq!(counts(&v)[&2], 2);
+    }
+
+    fn in_pool(mut b: BrokerRecord, pool: &str) -> BrokerRecord {
+        b.pool = pool.into();
+        b
+    }
+
+    fn place_on(v: &mut ClusterView, topic: &str, pool: &str) {
+        let mut meta = (*v.topics[topic]).clone();
+        meta.configs.insert(POOL_CONFIG.into(), pool.into());
+        v.topics.insert(topic.into(), Arc::new(meta));
+    }
+
+    fn brokers_of(v: &ClusterView, topic: &str) -> BTreeSet<i32> {
+        v.assignments[topic].iter().copied().collect()
+    }
+
+    #[test]
+    fn pools_keep_their_topics_and_a_topic_moves_between_pools() {
+        let mut v = view(
+            vec![
+                broker(1, true, false, WalKind::S3),
+                broker(2, true, false, WalKind::S3),
+                in_pool(broker(3, true, false, WalKind::File), "latency"),
+                in_pool(broker(4, true, false, WalKind::File), "latency"),
+            ],
+            &[("cdc", 8), ("outbox", 4)],
+        );
+        place_on(&mut v, "outbox", "latency");
+        let c = plan(&v, &HashMap::new(), 100);
+        apply(&mut v, c);
+        assert_eq!(brokers_of(&v, "cdc"), BTreeSet::from([1, 2]));
+        assert_eq!(brokers_of(&v, "outbox"), BTreeSet::from([3, 4]));
+        assert_eq!(counts(&v), BTreeMap::from([(1, 4), (2, 4), (3, 2), (4, 2)]), "balanced within each pool");
+        assert!(plan(&v, &HashMap::new(), 100).is_empty(), "stable");
+
+        // Moving a topic to the other pool is a config change: its partitions move.
+        place_on(&mut v, "cdc", "latency");
+        let c = plan(&v, &HashMap::new(), 100);
+        apply(&mut v, c);
+        assert_eq!(brokers_of(&v, "cdc"), BTreeSet::from([3, 4]));
+        assert_eq!(counts(&v), BTreeMap::from([(3, 6), (4, 6)]));
+    }
+
+    #[test]
+    fn a_pool_without_brokers_leaves_its_topics_unassigned() {
+        let mut v = view(vec![broker(1, true, false, WalKind::S3)], &[("t", 2)]);
+        place_on(&mut v, "t", "nowhere");
+        let c = plan(&v, &HashMap::new(), 100);
+        apply(&mut v, c);
+        assert_eq!(v.assignments.get("t"), Some(&vec![-1, -1]));
     }
 }

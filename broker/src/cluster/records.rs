@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 use crate::topics::{TopicMeta, KV_PREFIX};
 
 pub const CONTROLLER_KEY: &str = "cluster/controller";
+/// The pool of brokers started without `--pool`, and of topics without `automq.pool`.
+pub const DEFAULT_POOL: &str = "default";
+
+fn default_pool() -> String {
+    DEFAULT_POOL.to_string()
+}
 pub const BROKER_PREFIX: &str = "cluster/broker/";
 pub const ASSIGN_PREFIX: &str = "cluster/assign/";
 
@@ -65,6 +71,9 @@ pub struct BrokerRecord {
     /// host:port of its HTTP listener (internal and admin API, metrics).
     pub http: String,
     pub rack: Option<String>,
+    /// The broker pool: topics placed on it are led only by its brokers.
+    #[serde(default = "default_pool")]
+    pub pool: String,
     pub wal: WalKind,
     /// The S3 WAL epoch of this incarnation (what a takeover fences up to).
     #[serde(default)]
@@ -97,6 +106,7 @@ impl BrokerRecord {
             port: me.port,
             http: me.http.clone(),
             rack: me.rack.clone(),
+            pool: me.pool.clone(),
             wal: me.wal,
             wal_epoch: me.wal_epoch,
             incarnation: me.incarnation,
@@ -114,6 +124,7 @@ impl BrokerRecord {
             || self.port != me.port
             || self.http != me.http
             || self.rack != me.rack
+            || self.pool != me.pool
             || self.wal != me.wal
             || self.wal_epoch != me.wal_epoch
     }

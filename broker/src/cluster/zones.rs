@@ -83,6 +83,7 @@ mod tests {
                     port: 1,
                     http: "h:2".into(),
                     rack: Some(rack.into()),
+                    pool: "default".into(),
                     wal: WalKind::S3,
                     wal_epoch: None,
                     incarnation: 1,
