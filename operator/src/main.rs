@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    // One TLS provider for the API client, whatever else the build links in.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a TLS provider was already installed");
+    }
     let client = Client::try_default().await?;
     let identity = args.identity.clone().unwrap_or_else(|| format!("automq-operator-{}", std::process::id()));
     let election = args
