@@ -162,8 +162,8 @@ def api_versions(bootstrap):
     body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(struct.pack(">i", len(body)) + body)
-        size = struct.unpack(">i", _read_exact(s, 4))[0]
-        data = _read_exact(s, size)
+        size = struct.unpack(">i", read_exact(s, 4))[0]
+        data = read_exact(s, size)
     correlation, error, n = struct.unpack(">ihi", data[:10])
     assert correlation == 1 and error == 0, (correlation, error)
     out = {}
@@ -173,7 +173,8 @@ def api_versions(bootstrap):
     return out
 
 
-def _read_exact(s, n):
+def read_exact(s, n):
+    """Exactly `n` bytes from socket `s`."""
     buf = b""
     while len(buf) < n:
         chunk = s.recv(n - len(buf))

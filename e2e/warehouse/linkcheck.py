@@ -11,6 +11,8 @@ import urllib.request
 import pytest
 from confluent_kafka import Producer
 
+from support import read_exact  # e2e/compat/support.py
+
 
 def admin(broker, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
@@ -39,8 +41,8 @@ def raw_fetch(bootstrap, topic, partition, offset, max_bytes=1 << 20):
     frame = header + body
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", _read(s, 4))[0]
-        buf = _read(s, size)
+        size = struct.unpack(">i", read_exact(s, 4))[0]
+        buf = read_exact(s, size)
     pos = 4 + 4  # correlation id, throttle time
     (topics,) = struct.unpack_from(">i", buf, pos); pos += 4
     assert topics == 1
@@ -54,15 +56,6 @@ def raw_fetch(bootstrap, topic, partition, offset, max_bytes=1 << 20):
     records = buf[pos:pos + max(records_len, 0)]
     return error, hwm, records
 
-
-def _read(sock, n):
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        out += chunk
-    return out
 
 
 def batches(bootstrap, topic, partition, start=0):

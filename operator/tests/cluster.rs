@@ -74,18 +74,11 @@ impl World {
     }
 
     fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
-        let mut obj = self.api.get(path).unwrap();
-        f(&mut obj);
-        self.api.put(path, obj);
+        self.api.edit(path, f);
     }
 
-    /// Changes the spec (bumping the generation, as the API server does).
     fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
-        self.edit(CLUSTER, |c| {
-            f(&mut c["spec"]);
-            let g = c["metadata"]["generation"].as_i64().unwrap();
-            c["metadata"]["generation"] = json!(g + 1);
-        });
+        self.api.edit_spec(CLUSTER, f);
     }
 
     /// The StatefulSet controller's part: every pod of the current spec ready.

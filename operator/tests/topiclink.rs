@@ -88,11 +88,7 @@ impl World {
     }
 
     fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
-        let mut obj = self.api.get(LINK).unwrap();
-        f(&mut obj["spec"]);
-        let g = obj["metadata"]["generation"].as_i64().unwrap();
-        obj["metadata"]["generation"] = json!(g + 1);
-        self.api.put(LINK, obj);
+        self.api.edit_spec(LINK, f);
     }
 }
 

@@ -84,17 +84,11 @@ impl World {
     }
 
     fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
-        let mut obj = self.api.get(path).unwrap();
-        f(&mut obj);
-        self.api.put(path, obj);
+        self.api.edit(path, f);
     }
 
     fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
-        self.edit(WAREHOUSE, |w| {
-            f(&mut w["spec"]);
-            let g = w["metadata"]["generation"].as_i64().unwrap();
-            w["metadata"]["generation"] = json!(g + 1);
-        });
+        self.api.edit_spec(WAREHOUSE, f);
     }
 
     /// The StatefulSet controller's part: pods exist and the StatefulSet reports them.

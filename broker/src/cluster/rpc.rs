@@ -205,6 +205,11 @@ impl RpcClient {
         RpcClient { http }
     }
 
+    /// The HTTP client brokers reach each other with (one connection pool per process).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     async fn decode<T: serde::de::DeserializeOwned>(what: &str, r: reqwest::Response) -> Result<T, StorageError> {
         let status = r.status();
         if status.is_success() {

@@ -168,7 +168,7 @@ async fn get_link(State(state): State<HttpState>, Path(name): Path<String>) -> R
 pub async fn cluster_states(broker: &Broker, link: &str) -> Result<Vec<PartitionState>, String> {
     let view = broker.cluster.view();
     let mut out = Vec::new();
-    let http = reqwest::Client::new();
+    let http = broker.cluster.rpc().http();
     for b in view.brokers.values().filter(|b| b.alive) {
         if b.node_id == broker.cluster.node_id() {
             out.extend(broker.mirrors.states(link));

@@ -74,6 +74,22 @@ impl ApiServer {
         self.state.lock().unwrap().objects.insert(path.to_string(), obj);
     }
 
+    /// Changes a stored object in place.
+    pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut obj = self.get(path).unwrap();
+        f(&mut obj);
+        self.put(path, obj);
+    }
+
+    /// Changes a stored object's spec, bumping its generation as the API server does.
+    pub fn edit_spec(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        self.edit(path, |obj| {
+            f(&mut obj["spec"]);
+            let generation = obj["metadata"]["generation"].as_i64().unwrap();
+            obj["metadata"]["generation"] = json!(generation + 1);
+        });
+    }
+
     /// Every stored object (statuses, events...) as one JSON text.
     pub fn dump(&self) -> String {
         serde_json::to_string(&self.state.lock().unwrap().objects).unwrap()
