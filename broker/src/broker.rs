@@ -12,7 +12,7 @@ use automq_storage::metadata::state::kv_digest;
 use automq_storage::metadata::{Catalog, CatalogConfig, CatalogRecord};
 use automq_storage::object_store::{self, StoreOptions};
 use automq_storage::stream::{StreamEngine, StreamEngineConfig, StreamMetrics};
-use automq_storage::wal::{FileWal, FileWalConfig, S3Wal, S3WalConfig, Wal};
+use automq_storage::wal::{FileWal, S3Wal, S3WalConfig, Wal};
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
@@ -121,11 +121,14 @@ impl Broker {
         let mut registry = Registry::default();
         automq_common::register_process_metrics(&mut registry);
         let clock: SharedClock = clock::system();
+        let wal_choice = config.wal_choice().map_err(Error::Config)?;
+        if let WalChoice::File(dir) = &wal_choice {
+            config.file_wal_config(dir).map_err(Error::Config)?;
+        }
         let url = config.object_store_url();
         let store = object_store::open(&url, &StoreOptions::default(), Some(&mut registry)).await?;
         let registry = Arc::new(Mutex::new(registry));
         let catalog = Catalog::open(store.clone(), CatalogConfig::default(), clock.clone()).await?;
-        let wal_choice = config.wal_choice().map_err(Error::Config)?;
         let advertised = parse_advertised(&config)?;
         let identity = Identity {
             node_id: config.node_id,
@@ -201,7 +204,8 @@ impl Broker {
     ) -> Result<StreamEngine> {
         let (wal, recovered): (Arc<dyn Wal>, _) = match wal_choice {
             WalChoice::File(dir) => {
-                let (w, r) = FileWal::open(FileWalConfig::new(dir))?;
+                let wal_config = config.file_wal_config(dir).map_err(Error::Config)?;
+                let (w, r) = FileWal::open(wal_config)?;
                 (Arc::new(w), r)
             }
             WalChoice::S3 => {

@@ -47,6 +47,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_WAL", default_value = "file")]
     pub wal: String,
 
+    /// Size of each preallocated file-WAL segment (a multiple of 4096; the WAL keeps up to 16,
+    /// two of them preallocated even when idle). One record batch must fit in a segment.
+    #[arg(long, env = "AUTOMQ_FILE_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub file_wal_segment_bytes: u64,
+
     /// Rack (availability zone) reported to clients. Empty means none (on Kubernetes it comes
     /// from the pod's `topology.kubernetes.io/zone` label, absent where the cluster does not set it).
     #[arg(long, env = "AUTOMQ_RACK")]
@@ -141,6 +146,21 @@ impl BrokerConfig {
         }
     }
 
+    /// The file WAL's settings for `dir`, refusing segments that could not hold the largest
+    /// batch the broker accepts by default.
+    pub fn file_wal_config(&self, dir: &std::path::Path) -> Result<automq_storage::wal::FileWalConfig, String> {
+        let segment_bytes = self.file_wal_segment_bytes;
+        let least = (self.message_max_bytes as u64 + 64 * 1024).next_multiple_of(4096);
+        if segment_bytes < least || !segment_bytes.is_multiple_of(4096) {
+            return Err(format!(
+                "--file-wal-segment-bytes {segment_bytes} must be a multiple of 4096 and at least {least} \
+                 (message.max.bytes {} plus framing)",
+                self.message_max_bytes
+            ));
+        }
+        Ok(automq_storage::wal::FileWalConfig { segment_bytes, ..automq_storage::wal::FileWalConfig::new(dir) })
+    }
+
     pub fn log_cleaner_interval(&self) -> Duration {
         Duration::from_millis(self.log_cleaner_interval_ms.max(100))
     }
@@ -167,6 +187,12 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
         let c = BrokerConfig::parse_from(["automq-broker", "--wal", "file:/fast/wal"]);
         assert_eq!(c.wal_choice().unwrap(), WalChoice::File(PathBuf::from("/fast/wal")));
+        let c = BrokerConfig::parse_from(["automq-broker", "--file-wal-segment-bytes", "8388608"]);
+        assert_eq!(c.file_wal_config(std::path::Path::new("/w")).unwrap().segment_bytes, 8 << 20);
+        let c = BrokerConfig::parse_from(["automq-broker", "--file-wal-segment-bytes", "1048576"]);
+        assert!(c.file_wal_config(std::path::Path::new("/w")).unwrap_err().contains("message.max.bytes 1048588"));
+        let c = BrokerConfig::parse_from(["automq-broker", "--file-wal-segment-bytes", "8388609"]);
+        assert!(c.file_wal_config(std::path::Path::new("/w")).unwrap_err().contains("multiple of 4096"));
         let c = BrokerConfig::parse_from(["automq-broker", "--wal", "nvme"]);
         assert!(c.wal_choice().unwrap_err().contains("file:PATH"));
         let c = BrokerConfig::parse_from(["automq-broker", "--auto-create-topics", "false"]);

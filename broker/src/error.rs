@@ -33,6 +33,7 @@ impl Error {
             Error::Storage(S::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
             Error::Storage(S::StreamNotFound(_) | S::StreamNotOpen { .. }) => ResponseError::NotLeaderOrFollower,
             Error::Storage(S::StaleEpoch { .. } | S::Fenced(_)) => ResponseError::NotLeaderOrFollower,
+            Error::Storage(S::RecordTooLarge { .. }) => ResponseError::MessageTooLarge,
             Error::Storage(S::Corrupt { .. }) => ResponseError::KafkaStorageError,
             Error::Storage(_) => ResponseError::KafkaStorageError,
             Error::Config(_) => ResponseError::InvalidConfig,

@@ -1,5 +1,6 @@
 """confluent-kafka (librdkafka 2.16): data path, admin API, ListOffsets, consumer groups."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -98,6 +99,23 @@ def test_batch_over_max_message_bytes_is_refused(broker):
         assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 0)
     finally:
         c.close()
+
+
+def test_batch_larger_than_a_wal_segment_is_refused_not_retried(broker):
+    """The topic allows 16 MiB batches but the file WAL's segments (8 MiB in these tests) cannot
+    hold one: the broker answers MSG_SIZE_TOO_LARGE, which a producer does not retry, instead of
+    a storage error it would retry forever, and it goes on serving."""
+    segment = int(os.environ["AUTOMQ_FILE_WAL_SEGMENT_BYTES"])
+    topic = create_topic(broker.bootstrap, "over-segment", config={"max.message.bytes": str(2 * segment)})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 4 * segment,
+                  "retries": 5, "retry.backoff.ms": 10})
+    errs = []
+    p.produce(topic, value=random_bytes(segment + (1 << 20)), on_delivery=lambda err, msg: errs.append(err))
+    assert p.flush(TIMEOUT_S) == 0
+    assert errs and errs[0] is not None and errs[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, errs
+    recs = [Rec(0, b"k", random_bytes(segment // 2), [], BASE_TS)]
+    produce_all(broker.bootstrap, topic, recs, **{"message.max.bytes": 4 * segment})
+    assert_same_records(recs, confluent_consume(broker.bootstrap, topic, 1))
 
 
 def test_idempotent_producer(broker):

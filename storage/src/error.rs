@@ -54,6 +54,10 @@ pub enum Error {
     #[error("stream {stream_id}: {reason}")]
     InvalidAppend { stream_id: u64, reason: String },
 
+    /// One record is larger than the WAL can hold (a file-WAL segment); retrying cannot help.
+    #[error("stream {stream_id}: a record of {bytes} bytes does not fit the WAL (at most {limit} bytes)")]
+    RecordTooLarge { stream_id: u64, bytes: u64, limit: u64 },
+
     #[error("stream {stream_id} is not open on this node")]
     StreamNotOpen { stream_id: u64 },
 

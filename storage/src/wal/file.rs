@@ -292,9 +292,10 @@ impl Wal for FileWal {
         let seg = self.shared.config.segment_bytes;
         let len = frame_len(record.payload.len()) as u64;
         if len + PADDING_FRAME_LEN as u64 > seg {
-            return Err(Error::InvalidAppend {
+            return Err(Error::RecordTooLarge {
                 stream_id: record.stream_id,
-                reason: format!("record of {len} bytes does not fit a {seg}-byte WAL segment"),
+                bytes: len,
+                limit: seg - PADDING_FRAME_LEN as u64,
             });
         }
         if let Some(e) = self.failed() {
