@@ -23,6 +23,11 @@ if ! command -v kcat >/dev/null 2>&1 || ! command -v mysql >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq kcat mariadb-client >/dev/null
 fi
 
+# The build and the suites need room: ~9 GiB for target/ and ~2 GiB at peak under $TMPDIR.
+disk() { df -h --output=target,avail "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/    /'; }
+log "free disk"
+disk
+
 # --- one SeaweedFS for the whole run ------------------------------------------------------
 work=$(mktemp -d)
 SEAWEEDFS_PID=""
@@ -55,4 +60,6 @@ log "Grafana dashboards reference only metrics the broker and query node export"
 python3 deploy/grafana/check_metrics.py --broker target/debug/automq-broker --query-node target/debug/automq-query-node
 log "kind end-to-end suite (skipped without docker and kind)"
 e2e/kind/run.sh
+log "free disk at the end"
+disk
 log "all tests passed"
