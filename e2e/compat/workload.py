@@ -18,6 +18,7 @@ class Workload:
         self.group = group
         self.rate = rate
         self.acked = {}  # value -> (partition, offset)
+        self.ack_times = defaultdict(list)  # partition -> monotonic times of its acknowledgements
         self.failed = {}
         self.sent = 0
         self.consumed = defaultdict(list)  # partition -> [(offset, value)] in delivery order
@@ -43,6 +44,7 @@ class Workload:
             with self._lock:
                 if err is None:
                     self.acked[v] = (msg.partition(), msg.offset())
+                    self.ack_times[msg.partition()].append(time.monotonic())
                 else:
                     self.failed[v] = str(err)
 
@@ -89,6 +91,18 @@ class Workload:
         with self._lock:
             seen = {v for recs in self.consumed.values() for _, v in recs}
             return len(seen) < len(self.acked) and time.monotonic() < self._drain_until
+
+    def longest_pause(self, since, until):
+        """The longest time any partition went without an acknowledgement between the
+        monotonic times `since` and `until`, and that partition: how long writes to it stalled
+        (the producer sends to every partition many times a second)."""
+        worst = (0.0, None)
+        with self._lock:
+            for p in range(self.partitions):
+                times = [since] + [t for t in self.ack_times[p] if since < t < until] + [until]
+                gap = max(b - a for a, b in zip(times, times[1:]))
+                worst = max(worst, (gap, p))
+        return worst
 
     def stop(self, drain_timeout=60):
         """Stops producing (waiting for every acknowledgement), then lets the group read up to
