@@ -122,6 +122,7 @@ impl Broker {
         automq_common::register_process_metrics(&mut registry);
         let clock: SharedClock = clock::system();
         let wal_choice = config.wal_choice().map_err(Error::Config)?;
+        config.pool_rules().map_err(Error::Config)?;
         if let WalChoice::File(dir) = &wal_choice {
             config.file_wal_config(dir).map_err(Error::Config)?;
         }

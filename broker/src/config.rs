@@ -61,6 +61,17 @@ pub struct BrokerConfig {
     /// `automq.pool`, default `default`) and led only by brokers of that pool.
     #[arg(long, env = "AUTOMQ_POOL", default_value = "default")]
     pub pool: String,
+
+    /// The pool of topics that set no `automq.pool` and match no `--pool-rule` (cluster-wide:
+    /// give every broker the same value; the controller's is used).
+    #[arg(long, env = "AUTOMQ_DEFAULT_POOL", default_value = "default")]
+    pub default_pool: String,
+
+    /// `PATTERN=POOL`: topics whose whole name matches the regular expression PATTERN, and that
+    /// set no `automq.pool`, go to POOL; the first matching rule wins. Repeatable; in the
+    /// environment, rules are separated by newlines.
+    #[arg(long = "pool-rule", env = "AUTOMQ_POOL_RULES", value_delimiter = '\n')]
+    pub pool_rules: Vec<String>,
     /// Cluster id reported to clients (generated and stored on first start when unset).
     #[arg(long, env = "AUTOMQ_CLUSTER_ID")]
     pub cluster_id: Option<String>,
@@ -165,8 +176,15 @@ impl BrokerConfig {
         Duration::from_millis(self.log_cleaner_interval_ms.max(100))
     }
 
+    pub fn pool_rules(&self) -> Result<crate::cluster::placement::PoolRules, String> {
+        crate::cluster::placement::PoolRules::parse(&self.default_pool, &self.pool_rules)
+    }
+
+    /// The cluster protocol's settings. Call [`Self::pool_rules`] first to refuse bad rules;
+    /// here they fall back to the defaults.
     pub fn cluster_config(&self) -> crate::cluster::ClusterConfig {
         crate::cluster::ClusterConfig {
+            pool_rules: self.pool_rules().unwrap_or_default(),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(10)),
             session_timeout: Duration::from_millis(self.session_timeout_ms.max(100)),
             controller_timeout: Duration::from_millis(self.controller_timeout_ms.max(100)),

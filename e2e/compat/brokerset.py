@@ -32,8 +32,8 @@ class BrokerSet:
             self.env = dict(s3_env or {})
         self.brokers = {}
 
-    def add(self, node_id, start=True, rack=None, pool=None, wal=None):
-        args = ["--node-id", str(node_id), "--object-store", self.store_url, "--wal", wal or self.wal, *FAST]
+    def add(self, node_id, start=True, rack=None, pool=None, wal=None, args=()):
+        args = ["--node-id", str(node_id), "--object-store", self.store_url, "--wal", wal or self.wal, *FAST, *args]
         if rack:
             args += ["--rack", rack]
         if pool:

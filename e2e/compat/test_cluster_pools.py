@@ -1,10 +1,11 @@
 """One cluster, two broker pools (issue 13, broker side): an S3-WAL pool for bulk traffic and a
 file-WAL pool for latency-sensitive topics. Topics are led only by brokers of their pool, and a
-topic moved to the other pool mid-traffic (an AlterConfigs of `automq.pool`) loses nothing."""
+topic moved to the other pool mid-traffic (an IncrementalAlterConfigs of `automq.pool`) loses nothing."""
 
 import time
 
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
+                                  NewTopic)
 
 from support import wait_until
 from workload import Workload
@@ -17,12 +18,16 @@ def leaders_by_topic(c):
     return out
 
 
+# Cluster-wide placement settings, the same on every broker (the controller's are used).
+RULES = ["--default-pool", "default", "--pool-rule", r"outbox\..*=latency"]
+
+
 def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cluster):
     c = make_cluster(wal="s3", store="file")
     for i in (1, 2):
-        c.add(i)
+        c.add(i, args=RULES)
     for i in (3, 4):
-        c.add(i, pool="latency", wal="file")
+        c.add(i, pool="latency", wal="file", args=RULES)
     admin = AdminClient({"bootstrap.servers": c.bootstrap()})
     topics = [NewTopic("cdc", 6, 1), NewTopic("outbox", 4, 1, config={"automq.pool": "latency"})]
     for f in admin.create_topics(topics).values():
@@ -34,11 +39,22 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
         leaders_by_topic(c)), "each topic led by its pool only", timeout=30)
     print(f"placement: {placed}")
 
+    # A topic that names no pool goes where the first matching name rule says, and
+    # DescribeConfigs reports the pool it got and that it came from the brokers' settings.
+    for f in admin.create_topics([NewTopic("outbox.payments", 2, 1), NewTopic("audit", 2, 1)]).values():
+        f.result(30)
+    wait_until(lambda: (lambda m: m.get("outbox.payments") == {3, 4} and m.get("audit") == {1, 2})(
+        leaders_by_topic(c)), "outbox.payments on the latency pool by its name, audit on the default", timeout=30)
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "outbox.payments")])
+    entry = next(iter(described.values())).result(30)["automq.pool"]
+    assert (entry.value, entry.source) == ("latency", ConfigSource.STATIC_BROKER_CONFIG.value), entry
+
     w = Workload(c.bootstrap(), "cdc", 6).start()
     time.sleep(2)
     # Move the bulk topic onto the latency pool while producers and consumers run.
-    resource = ConfigResource(ConfigResource.Type.TOPIC, "cdc", set_config={"automq.pool": "latency"})
-    for f in admin.alter_configs([resource]).values():
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "cdc", incremental_configs=[
+        ConfigEntry("automq.pool", "latency", incremental_operation=AlterConfigOpType.SET)])
+    for f in admin.incremental_alter_configs([resource]).values():
         f.result(30)
     wait_until(lambda: leaders_by_topic(c).get("cdc") == {3, 4}, "cdc to move to the latency pool", timeout=30)
     time.sleep(2)

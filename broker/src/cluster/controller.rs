@@ -189,7 +189,7 @@ impl Cluster {
             .flat_map(|(_, hb)| hb.load.iter())
             .map(|l| ((l.topic.clone(), l.partition), l.bytes_in + l.bytes_out))
             .collect();
-        let plan = placement::plan(&view, &load, self.config.max_moves_per_pass);
+        let plan = placement::plan(&view, &load, self.config.max_moves_per_pass, &self.config.pool_rules);
         for (topic, list) in plan {
             let before = view.assignments.get(&topic);
             let changed = list.iter().enumerate().filter(|(i, b)| before.and_then(|l| l.get(*i)) != Some(b)).count();

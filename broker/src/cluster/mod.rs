@@ -47,6 +47,8 @@ pub struct ClusterConfig {
     pub controller_timeout: Duration,
     /// Balancing moves per controller pass.
     pub max_moves_per_pass: usize,
+    /// Where topics without their own `automq.pool` are placed.
+    pub pool_rules: placement::PoolRules,
 }
 
 impl Default for ClusterConfig {
@@ -56,6 +58,7 @@ impl Default for ClusterConfig {
             session_timeout: Duration::from_secs(4),
             controller_timeout: Duration::from_secs(4),
             max_moves_per_pass: 16,
+            pool_rules: placement::PoolRules::default(),
         }
     }
 }

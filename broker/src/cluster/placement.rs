@@ -17,7 +17,10 @@
 //! placed on one (topic config `automq.pool`, default `default`). Each pool is planned on its
 //! own: a topic's partitions go only to brokers of its pool, and balancing stays within the
 //! pool. Changing a topic's pool makes its partitions homeless where they are, so they move
-//! (no data copied) like any other move.
+//! (no data copied) like any other move. A topic without `automq.pool` goes to the pool of the
+//! first name-pattern rule its name matches (`--pool-rule 'outbox\..*=latency'`), else to the
+//! cluster's default pool (`--default-pool`); rules are resolved on every plan, so changing them
+//! moves the topics they cover.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -27,9 +30,54 @@ use crate::topics::TopicMeta;
 /// Topic config naming the pool a topic's partitions are placed on.
 pub const POOL_CONFIG: &str = "automq.pool";
 
-/// The pool a topic is placed on.
-pub fn topic_pool(topic: &TopicMeta) -> &str {
-    topic.configs.get(POOL_CONFIG).map(String::as_str).unwrap_or(DEFAULT_POOL)
+/// How topics without an explicit `automq.pool` are placed: the first rule whose pattern (a
+/// regular expression matching the whole name) matches, else the default pool.
+#[derive(Debug, Clone)]
+pub struct PoolRules {
+    default: String,
+    rules: Vec<(regex::Regex, String)>,
+}
+
+impl Default for PoolRules {
+    fn default() -> Self {
+        PoolRules { default: DEFAULT_POOL.into(), rules: Vec::new() }
+    }
+}
+
+impl PoolRules {
+    /// Parses `PATTERN=POOL` rules (the last `=` separates them, so patterns may hold `=`).
+    pub fn parse(default: &str, rules: &[String]) -> Result<Self, String> {
+        if default.is_empty() {
+            return Err("the default pool may not be empty".into());
+        }
+        let rules = rules
+            .iter()
+            .map(|r| {
+                let (pattern, pool) =
+                    r.rsplit_once('=').ok_or_else(|| format!("pool rule {r:?} is not PATTERN=POOL"))?;
+                if pool.is_empty() || pattern.is_empty() {
+                    return Err(format!("pool rule {r:?} is not PATTERN=POOL"));
+                }
+                let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| format!("pool rule {r:?}: bad pattern: {e}"))?;
+                Ok((re, pool.to_string()))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(PoolRules { default: default.into(), rules })
+    }
+
+    /// The pool a topic is placed on, and whether its own `automq.pool` says so.
+    pub fn pool_of<'a>(&'a self, name: &str, topic: &'a TopicMeta) -> (&'a str, bool) {
+        match topic.configs.get(POOL_CONFIG) {
+            Some(pool) => (pool, true),
+            None => (self.default_for(name), false),
+        }
+    }
+
+    /// The pool for a topic named `name` that does not choose one.
+    pub fn default_for(&self, name: &str) -> &str {
+        self.rules.iter().find(|(re, _)| re.is_match(name)).map_or(self.default.as_str(), |(_, pool)| pool)
+    }
 }
 
 /// The busiest broker may carry this much more than the average before load moves.
@@ -78,13 +126,20 @@ impl Brokers {
 }
 
 /// The assignments to change: topic -> broker per partition (the whole topic's list).
-pub fn plan(view: &ClusterView, load: &HashMap<Partition, f64>, max_moves: usize) -> BTreeMap<String, Vec<i32>> {
+pub fn plan(
+    view: &ClusterView,
+    load: &HashMap<Partition, f64>,
+    max_moves: usize,
+    rules: &PoolRules,
+) -> BTreeMap<String, Vec<i32>> {
+    let topic_pools: BTreeMap<&str, &str> =
+        view.topics.iter().map(|(name, t)| (name.as_str(), rules.pool_of(name, t).0)).collect();
     let pools: BTreeSet<&str> =
-        view.brokers.values().map(|b| b.pool.as_str()).chain(view.topics.values().map(|t| topic_pool(t))).collect();
+        view.brokers.values().map(|b| b.pool.as_str()).chain(topic_pools.values().copied()).collect();
     let mut next = BTreeMap::new();
     let mut moves = max_moves;
     for pool in pools {
-        plan_pool(view, load, pool, &mut moves, &mut next);
+        plan_pool(view, load, pool, &topic_pools, &mut moves, &mut next);
     }
     changed(view, next)
 }
@@ -95,6 +150,7 @@ fn plan_pool(
     view: &ClusterView,
     load: &HashMap<Partition, f64>,
     pool: &str,
+    topic_pools: &BTreeMap<&str, &str>,
     moves_left: &mut usize,
     next: &mut BTreeMap<String, Vec<i32>>,
 ) {
@@ -106,7 +162,7 @@ fn plan_pool(
     }
     let mut homeless: Vec<Partition> = Vec::new();
     let load_of = |p: &Partition| load.get(p).copied().unwrap_or(0.0);
-    for (name, topic) in view.topics.iter().filter(|(_, t)| topic_pool(t) == pool) {
+    for (name, topic) in view.topics.iter().filter(|(name, _)| topic_pools.get(name.as_str()) == Some(&pool)) {
         let current = view.assignments.get(name);
         let mut list = vec![-1; topic.partitions.len()];
         for (i, slot) in list.iter_mut().enumerate() {
@@ -265,12 +321,12 @@ mod tests {
     fn new_partitions_spread_evenly_and_a_new_broker_takes_its_share() {
         let mut v =
             view(vec![broker(1, true, false, WalKind::S3), broker(2, true, false, WalKind::S3)], &[("a", 7), ("b", 3)]);
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(counts(&v), BTreeMap::from([(1, 5), (2, 5)]));
-        assert!(plan(&v, &HashMap::new(), 100).is_empty(), "a balanced plan is stable");
+        assert!(plan(&v, &HashMap::new(), 100, &PoolRules::default()).is_empty(), "a balanced plan is stable");
         v.brokers.insert(3, broker(3, true, false, WalKind::S3));
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         let after = counts(&v);
         assert!(after.values().all(|&n| (3..=4).contains(&n)), "{after:?}");
@@ -287,11 +343,11 @@ mod tests {
             ],
             &[("t", 9)],
         );
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         v.brokers.get_mut(&1).unwrap().draining = true;
         v.brokers.get_mut(&3).unwrap().alive = false;
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         let after = counts(&v);
         assert_eq!(after.get(&1), None, "drained: {after:?}");
@@ -300,15 +356,15 @@ mod tests {
 
         // A dead S3-WAL broker keeps its partitions until its WAL is taken over.
         v.brokers.get_mut(&1).unwrap().draining = false;
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         v.brokers.get_mut(&2).unwrap().alive = false;
         let held = counts(&v)[&2];
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(counts(&v)[&2], held, "waits for the WAL takeover");
         v.brokers.get_mut(&2).unwrap().wal_recovered = Some(1);
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(counts(&v).get(&2), None, "released after the takeover");
     }
@@ -324,7 +380,7 @@ mod tests {
             (("t".to_string(), 2), 1.0 * mib),
             (("t".to_string(), 3), 0.5 * mib),
         ]);
-        let c = plan(&v, &load, 10);
+        let c = plan(&v, &load, 10, &PoolRules::default());
         apply(&mut v, c);
         let per = |b: i32| -> f64 {
             v.assignments["t"]
@@ -341,11 +397,11 @@ mod tests {
     #[test]
     fn moves_are_limited_per_plan_but_homeless_partitions_are_not() {
         let mut v = view(vec![broker(1, true, false, WalKind::S3)], &[("t", 20)]);
-        let c = plan(&v, &HashMap::new(), 2);
+        let c = plan(&v, &HashMap::new(), 2, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(counts(&v)[&1], 20);
         v.brokers.insert(2, broker(2, true, false, WalKind::S3));
-        let c = plan(&v, &HashMap::new(), 2);
+        let c = plan(&v, &HashMap::new(), 2, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(counts(&v)[&2], 2);
     }
@@ -377,26 +433,63 @@ mod tests {
             &[("cdc", 8), ("outbox", 4)],
         );
         place_on(&mut v, "outbox", "latency");
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(brokers_of(&v, "cdc"), BTreeSet::from([1, 2]));
         assert_eq!(brokers_of(&v, "outbox"), BTreeSet::from([3, 4]));
         assert_eq!(counts(&v), BTreeMap::from([(1, 4), (2, 4), (3, 2), (4, 2)]), "balanced within each pool");
-        assert!(plan(&v, &HashMap::new(), 100).is_empty(), "stable");
+        assert!(plan(&v, &HashMap::new(), 100, &PoolRules::default()).is_empty(), "stable");
 
         // Moving a topic to the other pool is a config change: its partitions move.
         place_on(&mut v, "cdc", "latency");
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(brokers_of(&v, "cdc"), BTreeSet::from([3, 4]));
         assert_eq!(counts(&v), BTreeMap::from([(3, 6), (4, 6)]));
     }
 
     #[test]
+    fn name_rules_and_the_default_pool_place_topics_without_their_own_pool() {
+        let mut v = view(
+            vec![
+                broker(1, true, false, WalKind::S3),
+                in_pool(broker(2, true, false, WalKind::S3), "bulk"),
+                in_pool(broker(3, true, false, WalKind::File), "latency"),
+            ],
+            &[("outbox.orders", 2), ("outbox=x", 1), ("cdc.payments", 2), ("misc", 1)],
+        );
+        let rules = PoolRules::parse("bulk", &["outbox\\..*=latency".into(), "outbox=.*=default".into()]).unwrap();
+        let c = plan(&v, &HashMap::new(), 100, &rules);
+        apply(&mut v, c);
+        assert_eq!(brokers_of(&v, "outbox.orders"), BTreeSet::from([3]), "first matching rule");
+        assert_eq!(brokers_of(&v, "outbox=x"), BTreeSet::from([1]), "the last = splits pattern and pool");
+        assert_eq!(brokers_of(&v, "cdc.payments"), BTreeSet::from([2]), "no rule: the default pool");
+        assert_eq!(brokers_of(&v, "misc"), BTreeSet::from([2]));
+        // A topic's own automq.pool wins over the rules.
+        place_on(&mut v, "outbox.orders", "bulk");
+        let c = plan(&v, &HashMap::new(), 100, &rules);
+        apply(&mut v, c);
+        assert_eq!(brokers_of(&v, "outbox.orders"), BTreeSet::from([2]));
+        // Changing the rules moves the topics they cover.
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
+        apply(&mut v, c);
+        assert_eq!(brokers_of(&v, "cdc.payments"), BTreeSet::from([1]));
+        assert_eq!(brokers_of(&v, "outbox.orders"), BTreeSet::from([2]), "explicit pools stay");
+    }
+
+    #[test]
+    fn bad_pool_rules_are_refused_with_the_rule_named() {
+        assert!(PoolRules::parse("default", &["no-equals".into()]).unwrap_err().contains("PATTERN=POOL"));
+        assert!(PoolRules::parse("default", &["x=".into()]).unwrap_err().contains("PATTERN=POOL"));
+        assert!(PoolRules::parse("default", &["(=p".into()]).unwrap_err().contains("bad pattern"));
+        assert!(PoolRules::parse("", &[]).unwrap_err().contains("default pool"));
+    }
+
+    #[test]
     fn a_pool_without_brokers_leaves_its_topics_unassigned() {
         let mut v = view(vec![broker(1, true, false, WalKind::S3)], &[("t", 2)]);
         place_on(&mut v, "t", "nowhere");
-        let c = plan(&v, &HashMap::new(), 100);
+        let c = plan(&v, &HashMap::new(), 100, &PoolRules::default());
         apply(&mut v, c);
         assert_eq!(v.assignments.get("t"), Some(&vec![-1, -1]));
     }

@@ -67,7 +67,13 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                     topics::TOPIC_CONFIGS
                         .iter()
                         .map(|d| {
-                            let value = explicit.get(d.name).cloned().unwrap_or_else(|| d.default.to_string());
+                            let value = match explicit.get(d.name) {
+                                Some(v) => v.clone(),
+                                None if d.name == crate::cluster::placement::POOL_CONFIG => {
+                                    broker.cluster.config.pool_rules.default_for(&name).to_string()
+                                }
+                                None => d.default.to_string(),
+                            };
                             CreatableTopicConfigs::default()
                                 .with_name(StrBytes::from_static_str(d.name))
                                 .with_value(Some(StrBytes::from_string(value)))

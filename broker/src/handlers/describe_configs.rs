@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::cluster::placement::POOL_CONFIG;
 use crate::topics::TOPIC_CONFIGS;
 
 pub(super) const TOPIC: i8 = 2;
@@ -79,6 +80,13 @@ pub(super) fn handle(broker: &Arc<Broker>, request: DescribeConfigsRequest, vers
                                     STATIC_BROKER_CONFIG,
                                     d.read_only,
                                 )
+                            }
+                            // Without its own pool, a topic's pool comes from the name rules and
+                            // the cluster's default pool (broker settings).
+                            None if d.name == POOL_CONFIG => {
+                                let pool = broker.cluster.config.pool_rules.default_for(&topic.meta.name);
+                                let source = if pool == d.default { DEFAULT_CONFIG } else { STATIC_BROKER_CONFIG };
+                                entry(d.name, pool.to_string(), source, d.read_only)
                             }
                             None => entry(d.name, d.default.to_string(), DEFAULT_CONFIG, d.read_only),
                         })
