@@ -2,6 +2,7 @@
 killed by PID."""
 
 import os
+import sys
 import signal
 import subprocess
 import time
@@ -16,7 +17,9 @@ _TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
 DEFAULT_BIN = (_TARGET if _TARGET.is_absolute() else REPO / _TARGET) / "debug" / "automq-query-node"
 
 
-from ports import free_port  # noqa: E402,F401  (e2e/ports.py)
+if str(REPO / "e2e") not in sys.path:  # e2e/ports.py, also when imported from bench/
+    sys.path.insert(0, str(REPO / "e2e"))
+from ports import free_port  # noqa: E402,F401
 
 
 def binary():
