@@ -38,6 +38,12 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
 
+    /// Added to `--node-id`: on Kubernetes the node id is the StatefulSet pod's ordinal, and each
+    /// broker pool's StatefulSet numbers from 0, so every pool gets its own base (the operator's
+    /// `nodeIdBase`) to keep ids unique across the cluster.
+    #[arg(long, env = "AUTOMQ_NODE_ID_BASE", default_value_t = 0)]
+    pub node_id_base: i32,
+
     /// Object store URL: file:///dir, s3://bucket/prefix?endpoint=..&region=.., memory://.
     /// Defaults to file://DATA_DIR/objects.
     #[arg(long, env = "AUTOMQ_OBJECT_STORE")]
@@ -138,6 +144,13 @@ impl BrokerConfig {
         config
     }
 
+    /// The node id this broker runs as: `--node-id` plus `--node-id-base`.
+    pub fn effective_node_id(&self) -> Result<i32, String> {
+        self.node_id.checked_add(self.node_id_base).filter(|id| *id >= 0).ok_or_else(|| {
+            format!("--node-id {} plus --node-id-base {} is not a valid node id", self.node_id, self.node_id_base)
+        })
+    }
+
     pub fn object_store_url(&self) -> String {
         self.object_store.clone().unwrap_or_else(|| {
             let dir = self.data_dir.join("objects");
@@ -211,6 +224,10 @@ mod tests {
         assert!(c.file_wal_config(std::path::Path::new("/w")).unwrap_err().contains("message.max.bytes 1048588"));
         let c = BrokerConfig::parse_from(["automq-broker", "--file-wal-segment-bytes", "8388609"]);
         assert!(c.file_wal_config(std::path::Path::new("/w")).unwrap_err().contains("multiple of 4096"));
+        let c = BrokerConfig::parse_from(["automq-broker", "--node-id", "3", "--node-id-base", "1000"]);
+        assert_eq!(c.effective_node_id(), Ok(1003));
+        let c = BrokerConfig::parse_from(["automq-broker", "--node-id", "3", "--node-id-base", "2147483647"]);
+        assert!(c.effective_node_id().unwrap_err().contains("not a valid node id"));
         let c = BrokerConfig::parse_from(["automq-broker", "--wal", "nvme"]);
         assert!(c.wal_choice().unwrap_err().contains("file:PATH"));
         let c = BrokerConfig::parse_from(["automq-broker", "--auto-create-topics", "false"]);

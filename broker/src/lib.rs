@@ -55,6 +55,8 @@ impl RunningBroker {
         let kafka_addr = kafka.local_addr()?;
         let http_addr = http.local_addr()?;
         let mut config = config;
+        config.node_id = config.effective_node_id().map_err(error::Error::Config)?;
+        config.node_id_base = 0;
         // Port 0 means "any": advertise the ports really bound.
         if config.advertised_listener.is_none() {
             config.listen = kafka_addr;

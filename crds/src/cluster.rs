@@ -36,6 +36,14 @@ use crate::common::{ConfigOverrides, ObjectStorage, PodOverrides, PullPolicy, Se
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.placement) || !has(self.placement.defaultPool) || self.placement.defaultPool == 'default' \
+     || (has(self.pools) && self.pools.exists(p, p.name == self.placement.defaultPool))"
+).message("placement.defaultPool names no pool"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.placement) || !has(self.placement.rules) || self.placement.rules.all(r, r.pool == 'default' \
+     || (has(self.pools) && self.pools.exists(p, p.name == r.pool)))"
+).message("a placement rule names no pool"))]
 pub struct AutoMQClusterSpec {
     /// Number of brokers. With `autoscaling`, the size the cluster starts at (the autoscaler
     /// then chooses within its bounds). Also driven through the scale subresource.
@@ -77,6 +85,78 @@ pub struct AutoMQClusterSpec {
     /// Changes to the generated broker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
+    /// More broker pools besides the one the fields above describe (pool `default`): each has
+    /// its own StatefulSet, size, resources, zones, WAL and autoscaling, and leads only the
+    /// topics placed on it (`placement`, or a topic's `automq.pool` config). One bootstrap
+    /// address and one set of consumer groups for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.nodeIdBase == p.nodeIdBase))")
+        .message("every pool needs its own nodeIdBase"))]
+    pub pools: Option<Vec<BrokerPool>>,
+    /// Which pool topics that set no `automq.pool` go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<TopicPlacement>,
+}
+
+/// A broker pool: brokers with their own size, resources, zones and WAL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.nodeIdBase == oldSelf.nodeIdBase")
+    .message("nodeIdBase is immutable: brokers keep their node ids"))]
+#[x_kube(validation = Rule::new("self.wal == oldSelf.wal")
+    .message("a pool's wal is immutable: add a new pool and move its topics instead"))]
+pub struct BrokerPool {
+    /// Pool name: brokers run with `--pool NAME` and topics name it in `automq.pool`. Its
+    /// StatefulSet is `{cluster}-broker-{name}`. `default` is the pool of the top-level fields.
+    #[schemars(length(min = 1, max = 30), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self != 'default'").message("`default` is the pool of the top-level fields"))]
+    pub name: String,
+    /// Number of brokers in this pool (with `autoscaling`, where it starts).
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Node ids of this pool's brokers are `nodeIdBase + ordinal`: a multiple of 1000, its own
+    /// per pool (the default pool's brokers are 0-999). Fixed at creation.
+    #[schemars(range(min = 1000, max = 1000000))]
+    #[x_kube(validation = Rule::new("self % 1000 == 0").message("nodeIdBase must be a multiple of 1000"))]
+    pub node_id_base: i32,
+    /// The pool's write-ahead log (fixed at creation), as `spec.wal`.
+    pub wal: Wal,
+    /// Container resources. Default: the cluster's `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Zones this pool's brokers run in. Default: the cluster's `zones`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub zones: Option<Vec<String>>,
+    /// The operator's autoscaler for this pool, measured on this pool's brokers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<BrokerAutoscaling>,
+}
+
+/// Where topics without their own `automq.pool` are placed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicPlacement {
+    /// Pool for topics no rule matches. Default: `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_pool: Option<String>,
+    /// First match wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub rules: Option<Vec<PlacementRule>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementRule {
+    /// A regular expression the whole topic name must match, e.g. `outbox\..*`.
+    #[schemars(length(min = 1, max = 256))]
+    pub pattern: String,
+    /// The pool those topics go to.
+    #[schemars(length(min = 1, max = 30))]
+    pub pool: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -194,6 +274,11 @@ pub struct AutoMQClusterStatus {
     /// Per-broker state as the cluster reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<Vec<BrokerStatus>>,
+    /// Every pool, the default one first (also pools being removed, until their brokers are
+    /// gone). `replicas`, `readyReplicas` and `selector` above describe the default pool
+    /// (the scale subresource's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<PoolStatus>>,
     /// The autoscaler's last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
@@ -208,6 +293,25 @@ pub struct RollingRestart {
     pub node_id: i32,
     /// `Draining` (its partitions moving away) or `Restarting` (its pod coming back).
     pub phase: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    pub name: String,
+    /// Broker pods that exist.
+    pub replicas: i32,
+    /// Brokers of this pool the cluster reports ready.
+    pub ready_replicas: i32,
+    /// The size the operator drives this pool towards.
+    pub target_replicas: i32,
+    /// Node ids are `nodeIdBase + ordinal`.
+    pub node_id_base: i32,
+    /// `Active`, or `Removing` (no longer in the spec: drained, then stopped).
+    pub phase: String,
+    /// This pool's autoscaler's last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -181,6 +181,54 @@ fn cel_rules_refuse_what_they_exist_for() {
     );
 }
 
+/// The example with broker pools.
+fn pools_example() -> Value {
+    examples().into_iter().map(|(_, v)| v).find(|v| v["spec"].get("pools").is_some()).unwrap()
+}
+
+fn pools_refused(edit: impl FnOnce(&mut Value), message: &str) {
+    let mut obj = pools_example();
+    edit(&mut obj);
+    let err = cel(&obj, None).expect_err(message);
+    assert!(err.contains(message), "expected {message:?}, got {err}");
+}
+
+#[test]
+fn pools_refuse_clashing_node_ids_and_unknown_placement_pools() {
+    pools_refused(|c| c["spec"]["pools"][0]["nodeIdBase"] = json!(1500), "nodeIdBase must be a multiple of 1000");
+    pools_refused(
+        |c| {
+            let mut second = c["spec"]["pools"][0].clone();
+            second["name"] = json!("outbox");
+            c["spec"]["pools"].as_array_mut().unwrap().push(second);
+        },
+        "every pool needs its own nodeIdBase",
+    );
+    pools_refused(
+        |c| c["spec"]["pools"][0]["name"] = json!("default"),
+        "`default` is the pool of the top-level fields",
+    );
+    pools_refused(|c| c["spec"]["placement"]["defaultPool"] = json!("bulk"), "placement.defaultPool names no pool");
+    pools_refused(|c| c["spec"]["placement"]["rules"][0]["pool"] = json!("fast"), "a placement rule names no pool");
+    let mut ok = pools_example();
+    ok["spec"]["placement"]["defaultPool"] = json!("latency");
+    cel(&ok, None).unwrap();
+}
+
+#[test]
+fn a_pools_node_ids_and_wal_cannot_change() {
+    let old = pools_example();
+    let mut moved = old.clone();
+    moved["spec"]["pools"][0]["nodeIdBase"] = json!(2000);
+    assert!(cel(&moved, Some(&old)).unwrap_err().contains("nodeIdBase is immutable"));
+    let mut rewal = old.clone();
+    rewal["spec"]["pools"][0]["wal"] = json!({"kind": "S3"});
+    assert!(cel(&rewal, Some(&old)).unwrap_err().contains("a pool's wal is immutable"));
+    let mut resized = old.clone();
+    resized["spec"]["pools"][0]["replicas"] = json!(6);
+    cel(&resized, Some(&old)).unwrap();
+}
+
 #[test]
 fn a_topic_link_cannot_change_its_cluster() {
     let old = example("TopicLink");

@@ -184,7 +184,8 @@ async fn create_adds_the_finalizer_then_applies_every_child() {
     assert_eq!(status["status"]["observedGeneration"], 1);
     assert_eq!(
         status["status"]["selector"],
-        "app.kubernetes.io/component=broker,app.kubernetes.io/instance=demo,app.kubernetes.io/name=automq-broker"
+        "app.kubernetes.io/component=broker,app.kubernetes.io/instance=demo,app.kubernetes.io/name=automq-broker,\
+         automq.rs/pool=default"
     );
     assert_eq!(status["status"]["bootstrapServers"], "demo-bootstrap.default.svc:9092");
 }
@@ -403,7 +404,7 @@ async fn the_autoscaler_scales_out_on_the_brokers_measured_bytes_in() {
             &format!("{PODS}/demo-broker-{id}"),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("demo-broker-{id}"), "namespace": "default",
                    "labels": {"app.kubernetes.io/name": "automq-broker", "app.kubernetes.io/instance": "demo",
-                              "app.kubernetes.io/component": "broker"}},
+                              "app.kubernetes.io/component": "broker", "automq.rs/pool": "default"}},
                    "status": {"podIP": "127.0.0.1"}}),
         );
     }
@@ -454,7 +455,8 @@ fn broker_pod(id: i32, revision: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": format!("demo-broker-{id}"), "namespace": "default",
                         "labels": {"app.kubernetes.io/name": "automq-broker", "app.kubernetes.io/instance": "demo",
-                                   "app.kubernetes.io/component": "broker", "controller-revision-hash": revision}},
+                                   "app.kubernetes.io/component": "broker", "automq.rs/pool": "default",
+                                   "controller-revision-hash": revision}},
            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 

@@ -2,19 +2,20 @@
 //! counters into rates between two reconciles, and asks `scale::autoscale` for a size.
 //!
 //! Bytes in: `automq_broker_bytes_in_total` (all topics). CPU: `process_cpu_seconds_total`
-//! against the container's CPU request. The last sample per cluster is kept in memory: an
+//! against the container's CPU request, per pool. The last sample per pool is kept in memory: an
 //! operator restart costs one interval of measurements, nothing else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use automq_crds::cluster::{AutoMQClusterStatus, AutoscalerStatus, BrokerAutoscaling};
+use automq_crds::cluster::{AutoscalerStatus, BrokerAutoscaling};
 use automq_crds::AutoMQCluster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
+use super::pools::Pool;
 use super::resources;
 use super::scale::{autoscale, parse_quantity, Load};
 use crate::admin::sum_samples;
@@ -33,28 +34,27 @@ struct Sample {
     per_pod: HashMap<String, (f64, f64)>,
 }
 
-/// Last samples, per cluster (`namespace/name`).
+/// Last samples, per pool (`namespace/name/pool`).
 #[derive(Debug, Default)]
 pub struct Samples(Mutex<HashMap<String, Sample>>);
 
-/// Chooses the cluster's size and says why.
+/// Chooses one pool's size and says why; `previous` is its last decision.
 pub async fn decide(
     cluster: &AutoMQCluster,
+    pool: &Pool,
     policy: &BrokerAutoscaling,
-    status: &AutoMQClusterStatus,
+    previous: Option<&AutoscalerStatus>,
     ctx: &Context,
     live_replicas: Option<i32>,
 ) -> (i32, AutoscalerStatus) {
-    let current = status
-        .autoscaler
-        .as_ref()
+    let current = previous
         .map(|a| a.desired_replicas)
         .or(live_replicas)
-        .unwrap_or(cluster.spec.replicas)
+        .unwrap_or(pool.replicas)
         .clamp(policy.min_replicas, policy.max_replicas);
-    let load = measure(cluster, ctx).await;
+    let load = measure(cluster, pool, ctx).await;
     let now = (ctx.now)();
-    let last_busy = status.autoscaler.as_ref().and_then(|a| a.last_busy_time.clone());
+    let last_busy = previous.and_then(|a| a.last_busy_time.clone());
     let quiet_for = last_busy
         .as_deref()
         .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
@@ -67,11 +67,13 @@ pub async fn decide(
     )
 }
 
-async fn measure(cluster: &AutoMQCluster, ctx: &Context) -> Load {
+/// Load of one pool's brokers (the pods carrying its pool label).
+async fn measure(cluster: &AutoMQCluster, pool: &Pool, ctx: &Context) -> Load {
     let none = Load { bytes_in_per_sec: None, cpu_utilization: None };
     let namespace = cluster.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Ok(list) = pods.list(&ListParams::default().labels(&resources::selector_string(cluster))).await else {
+    let selector = crate::pods::selector_string(&resources::pool_pod_labels(cluster, &pool.name));
+    let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else {
         return none;
     };
     let http_port = cluster.spec.listeners.clone().unwrap_or_default().http_port();
@@ -88,7 +90,7 @@ async fn measure(cluster: &AutoMQCluster, ctx: &Context) -> Load {
         }
     }
     let sample = Sample { at: Instant::now(), per_pod };
-    let key = format!("{namespace}/{}", cluster.name_any());
+    let key = format!("{namespace}/{}/{}", cluster.name_any(), pool.name);
     let previous = {
         let mut samples = ctx.samples.0.lock().unwrap_or_else(|e| e.into_inner());
         samples.insert(key, sample.clone())
@@ -112,8 +114,7 @@ async fn measure(cluster: &AutoMQCluster, ctx: &Context) -> Load {
     if pods_measured == 0 {
         return none;
     }
-    let cpu_request = cluster
-        .spec
+    let cpu_request = pool
         .resources
         .as_ref()
         .and_then(|r| r.requests.as_ref())

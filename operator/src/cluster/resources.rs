@@ -6,12 +6,15 @@
 //! | ConfigMap | `{name}-broker-config` | `AUTOMQ_*` settings shared by all brokers |
 //! | Service (headless) | `{name}-broker` | per-broker DNS names (advertised addresses); the admin API |
 //! | Service | `{name}-bootstrap` | bootstrap address for Kafka clients (Kafka port only) |
-//! | StatefulSet | `{name}-broker` | the brokers; Parallel pod management |
+//! | StatefulSet | `{name}-broker` | the brokers of pool `default`; Parallel pod management |
+//! | StatefulSet | `{name}-broker-{pool}` | the brokers of each other pool (`spec.pools[]`) |
 //! | PodDisruptionBudget | `{name}-broker` | at most one broker evicted at a time |
 
 use std::collections::BTreeMap;
 
 use automq_crds::cluster::WalKind;
+
+use super::pools::{Pool, POOL_LABEL};
 use automq_crds::AutoMQCluster;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
@@ -58,6 +61,23 @@ pub fn selector_string(cluster: &AutoMQCluster) -> String {
     pod::selector_string(&selector_labels(cluster))
 }
 
+/// Labels that select the broker pods of one pool (every broker pod carries its pool's name).
+pub fn pool_pod_labels(cluster: &AutoMQCluster, pool: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster);
+    labels.insert(POOL_LABEL.into(), pool.into());
+    labels
+}
+
+/// A pool's StatefulSet selector. The default pool's is the cluster's (a StatefulSet's selector
+/// cannot change, and it predates pools); its pods are told apart by their names (`rolling.rs`).
+fn sts_selector(cluster: &AutoMQCluster, pool: &Pool) -> BTreeMap<String, String> {
+    if pool.is_default() {
+        selector_labels(cluster)
+    } else {
+        pool_pod_labels(cluster, &pool.name)
+    }
+}
+
 fn meta(cluster: &AutoMQCluster, name: String) -> ObjectMeta {
     pod::child_meta(cluster, name, "automq-broker", COMPONENT)
 }
@@ -82,6 +102,16 @@ pub fn config_map(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     let listeners = spec.listeners.clone().unwrap_or_default();
     data.insert("AUTOMQ_LISTEN".into(), format!("0.0.0.0:{}", listeners.kafka_port()));
     data.insert("AUTOMQ_HTTP_LISTEN".into(), format!("0.0.0.0:{}", listeners.http_port()));
+    if let Some(placement) = &spec.placement {
+        if let Some(pool) = &placement.default_pool {
+            data.insert("AUTOMQ_DEFAULT_POOL".into(), pool.clone());
+        }
+        let rules: Vec<String> =
+            placement.rules.iter().flatten().map(|r| format!("{}={}", r.pattern, r.pool)).collect();
+        if !rules.is_empty() {
+            data.insert("AUTOMQ_POOL_RULES".into(), rules.join("\n"));
+        }
+    }
     Ok(ConfigMap { metadata: meta(cluster, config_name(cluster)), data: Some(data), ..ConfigMap::default() })
 }
 
@@ -130,9 +160,9 @@ pub fn pod_disruption_budget(cluster: &AutoMQCluster) -> PodDisruptionBudget {
     pod::pod_disruption_budget(meta(cluster, broker_name(cluster)), selector_labels(cluster))
 }
 
-/// The brokers' StatefulSet at `replicas`. `config` is the ConfigMap it reads, hashed into a
-/// pod annotation so a settings change rolls the brokers.
-pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) -> Result<StatefulSet> {
+/// The StatefulSet of one pool's brokers at `replicas`. `config` is the ConfigMap it reads,
+/// hashed into a pod annotation so a settings change rolls the brokers.
+pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config: &ConfigMap) -> Result<StatefulSet> {
     let spec = &cluster.spec;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
@@ -147,15 +177,29 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
     // The zone the pod landed in, copied from its node by the PodTopologyLabels admission
     // plugin (Kubernetes 1.35+; empty where it is off, and the broker then has no rack).
     env.push(pod::field_env("AUTOMQ_RACK", "metadata.labels['topology.kubernetes.io/zone']"));
+    if !pool.is_default() {
+        // The shared ConfigMap carries the default pool's WAL; these win over it.
+        env.push(pod::env("AUTOMQ_POOL", pool.name.clone()));
+        env.push(pod::env("AUTOMQ_NODE_ID_BASE", pool.node_id_base.to_string()));
+        env.push(pod::env(
+            "AUTOMQ_WAL",
+            match pool.wal.kind {
+                WalKind::S3 => "s3".into(),
+                WalKind::File => format!("file:{WAL_MOUNT}"),
+            },
+        ));
+    }
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
     let mut claims = None;
-    if let (WalKind::File, Some(volume)) = (spec.wal.kind, &spec.wal.volume) {
+    if let (WalKind::File, Some(volume)) = (pool.wal.kind, &pool.wal.volume) {
         mounts.push(VolumeMount { name: "wal".into(), mount_path: WAL_MOUNT.into(), ..VolumeMount::default() });
         claims = Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some("wal".into()),
-                labels: Some(selector_labels(cluster)),
+                // Claim templates cannot change on a StatefulSet: the default pool's keep the
+                // labels they had before pools.
+                labels: Some(sts_selector(cluster, pool)),
                 ..ObjectMeta::default()
             },
             spec: Some(PersistentVolumeClaimSpec {
@@ -187,7 +231,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
             ContainerPort { name: Some("kafka".into()), container_port: kafka_port, ..ContainerPort::default() },
             ContainerPort { name: Some("http".into()), container_port: http_port, ..ContainerPort::default() },
         ]),
-        resources: spec.resources.clone(),
+        resources: pool.resources.clone(),
         readiness_probe: Some(pod::http_probe("/readyz", 2, 3)),
         liveness_probe: Some(pod::http_probe("/healthz", 10, 6)),
         volume_mounts: Some(mounts),
@@ -195,7 +239,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
         ..Container::default()
     };
 
-    let zones = spec.zones.clone().unwrap_or_default();
+    let zones = pool.zones.clone();
     let mut pod_spec = PodSpec {
         service_account_name: Some(broker_name(cluster)),
         containers: vec![container],
@@ -209,7 +253,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
                 topology_key: "topology.kubernetes.io/zone".into(),
                 when_unsatisfiable: "DoNotSchedule".into(),
                 label_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(cluster)),
+                    match_labels: Some(pool_pod_labels(cluster, &pool.name)),
                     ..LabelSelector::default()
                 }),
                 ..TopologySpreadConstraint::default()
@@ -221,12 +265,15 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
     let mut annotations = BTreeMap::from([("automq.rs/config-hash".to_string(), hash_of(&config.data)?)]);
     pod::apply_overrides(&mut pod_spec, &mut annotations, spec.pod_template.as_ref());
     let mut labels = pod::common_labels("automq-broker", &name, COMPONENT);
+    labels.insert(POOL_LABEL.into(), pool.name.clone());
     if let Some(extra) = spec.pod_template.as_ref().and_then(|t| t.labels.clone()) {
         labels = extra.into_iter().chain(labels).collect();
     }
 
+    let mut metadata = meta(cluster, pool.sts_name(cluster));
+    metadata.labels.get_or_insert_with(BTreeMap::new).insert(POOL_LABEL.into(), pool.name.clone());
     Ok(StatefulSet {
-        metadata: meta(cluster, broker_name(cluster)),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(headless),
@@ -234,7 +281,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
             pod_management_policy: Some("Parallel".into()),
             // The operator restarts brokers itself, each drained first (`rolling.rs`).
             update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
-            selector: LabelSelector { match_labels: Some(selector_labels(cluster)), ..LabelSelector::default() },
+            selector: LabelSelector { match_labels: Some(sts_selector(cluster, pool)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -248,7 +295,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, replicas: i32, config: &ConfigMap) 
             // acknowledged records only in its WAL, and the same node id (the same claim)
             // replays them when it comes back. Delete claims by hand once a broker is gone
             // for good (docs/operator.md).
-            persistent_volume_claim_retention_policy: (spec.wal.kind == WalKind::File).then(|| {
+            persistent_volume_claim_retention_policy: (pool.wal.kind == WalKind::File).then(|| {
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     when_scaled: Some("Retain".into()),
                     when_deleted: Some("Retain".into()),

@@ -35,8 +35,12 @@ pub struct Rollout {
     pub total: i32,
 }
 
-fn ordinal(pod: &Pod) -> Option<i32> {
-    pod.name_any().rsplit('-').next()?.parse().ok()
+/// The node id of `pod` if the StatefulSet `sts` (of the pool whose ids start at `base`) made
+/// it: its name is `{sts}-{ordinal}`. Pods of other pools match the default pool's selector too.
+fn node_id(pod: &Pod, sts: &str, base: i32) -> Option<i32> {
+    let name = pod.name_any();
+    let ordinal: i32 = name.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()?;
+    Some(base + ordinal)
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -46,10 +50,12 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Advances the rolling restart by at most one step. Reads the pods only while some pod runs
-/// an old template (or a step is in progress), so a settled cluster costs nothing.
+/// Advances the rolling restart of one pool (node ids from `base`) by at most one step. Reads
+/// the pods only while some pod runs an old template (or a step is in progress), so a settled
+/// pool costs nothing.
 pub async fn step(
     sts: &StatefulSet,
+    base: i32,
     pods: &Api<Pod>,
     selector: &str,
     admin: &AdminClient,
@@ -64,7 +70,10 @@ pub async fn step(
     if current.is_none() && status.updated_replicas.unwrap_or(0) >= replicas {
         return Ok(Rollout { rolling: None, updated: replicas, total: replicas });
     }
-    let list = pods.list(&ListParams::default().labels(selector)).await?.items;
+    let sts_name = sts.name_any();
+    let mut list = pods.list(&ListParams::default().labels(selector)).await?.items;
+    list.retain(|p| node_id(p, &sts_name, base).is_some());
+    let ordinal = |p: &Pod| node_id(p, &sts_name, base);
     let updated = list.iter().filter(|p| p.labels().get(REVISION_LABEL) == Some(&revision)).count() as i32;
     let mut rollout = Rollout { rolling: current.cloned(), updated, total: replicas };
 

@@ -27,25 +27,35 @@ pub struct ScalePlan {
     pub waiting: Option<String>,
 }
 
-/// Plans one step from `current` StatefulSet replicas (None: no StatefulSet yet) towards
-/// `target`, given what the cluster reports and the drains recorded in status.
-pub fn plan(current: Option<i32>, target: i32, state: Option<&ClusterState>, recorded: &[i32]) -> ScalePlan {
+/// Plans one step of one pool (node ids `base + ordinal`) from `current` StatefulSet replicas
+/// (None: no StatefulSet yet) towards `target`, given what the cluster reports and the drains
+/// recorded in status (this pool's). Going to zero drains first only when `drain_to_zero`
+/// (other pools run on: the brokers leave the cluster); a whole cluster stopping simply stops,
+/// each broker handing off to the bucket on SIGTERM.
+pub fn plan(
+    base: i32,
+    current: Option<i32>,
+    target: i32,
+    state: Option<&ClusterState>,
+    recorded: &[i32],
+    drain_to_zero: bool,
+) -> ScalePlan {
     let recorded: BTreeSet<i32> = recorded.iter().copied().collect();
     let current = match current {
-        Some(c) if c > target && target > 0 => c,
+        Some(c) if c > target && (target > 0 || drain_to_zero) => c,
         // Growing, steady, new, or going to zero (nowhere to move partitions to: brokers hand
         // off to the bucket on SIGTERM).
         _ => {
-            let (undrain, keep): (Vec<i32>, Vec<i32>) = recorded.into_iter().partition(|id| *id < target);
+            let (undrain, keep): (Vec<i32>, Vec<i32>) = recorded.into_iter().partition(|id| *id < base + target);
             return ScalePlan { replicas: target, drain: vec![], undrain, draining: keep, waiting: None };
         }
     };
-    let leaving: Vec<i32> = (target..current).collect();
+    let leaving: Vec<i32> = (base + target..base + current).collect();
     let draining: Vec<i32> =
         recorded.iter().copied().chain(leaving.iter().copied()).collect::<BTreeSet<_>>().into_iter().collect();
     // Brokers below the target that the operator drained earlier come back.
-    let undrain: Vec<i32> = recorded.iter().copied().filter(|id| *id < target).collect();
-    let draining: Vec<i32> = draining.into_iter().filter(|id| *id >= target).collect();
+    let undrain: Vec<i32> = recorded.iter().copied().filter(|id| *id < base + target).collect();
+    let draining: Vec<i32> = draining.into_iter().filter(|id| *id >= base + target).collect();
     let Some(state) = state else {
         return ScalePlan {
             replicas: current,
@@ -199,7 +209,7 @@ mod tests {
 
     #[test]
     fn scale_out_grows_at_once_and_cancels_earlier_drains() {
-        let plan = plan(Some(3), 5, None, &[3, 4]);
+        let plan = plan(0, Some(3), 5, None, &[3, 4], false);
         assert_eq!(
             plan,
             ScalePlan { replicas: 5, drain: vec![], undrain: vec![3, 4], draining: vec![], waiting: None }
@@ -209,37 +219,50 @@ mod tests {
     #[test]
     fn scale_in_drains_first_then_shrinks() {
         let busy = state(vec![broker(0, false, 4), broker(1, false, 4), broker(2, false, 4)]);
-        let first = plan(Some(3), 1, Some(&busy), &[]);
+        let first = plan(0, Some(3), 1, Some(&busy), &[], false);
         assert_eq!(first.replicas, 3);
         assert_eq!(first.drain, vec![1, 2]);
         assert_eq!(first.draining, vec![1, 2]);
         assert!(first.waiting.as_deref().unwrap().contains("draining broker 1 (4 partitions), 2 (4 partitions)"));
 
         let moving = state(vec![broker(0, false, 10), broker(1, true, 2), broker(2, true, 0)]);
-        let second = plan(Some(3), 1, Some(&moving), &first.draining);
+        let second = plan(0, Some(3), 1, Some(&moving), &first.draining, false);
         assert_eq!((second.replicas, second.drain.clone()), (3, vec![]));
 
         let empty = state(vec![broker(0, false, 12), broker(1, true, 0), broker(2, true, 0)]);
-        let last = plan(Some(3), 1, Some(&empty), &second.draining);
+        let last = plan(0, Some(3), 1, Some(&empty), &second.draining, false);
         assert_eq!(
             last,
             ScalePlan { replicas: 1, drain: vec![], undrain: vec![], draining: vec![1, 2], waiting: None }
         );
         // Steady afterwards: the drains stay recorded until the ids come back.
-        assert_eq!(plan(Some(1), 1, Some(&empty), &last.draining).draining, vec![1, 2]);
+        assert_eq!(plan(0, Some(1), 1, Some(&empty), &last.draining, false).draining, vec![1, 2]);
     }
 
     #[test]
     fn scale_in_waits_without_cluster_state() {
-        let p = plan(Some(4), 3, None, &[]);
+        let p = plan(0, Some(4), 3, None, &[], false);
         assert_eq!(p.replicas, 4);
         assert!(p.waiting.is_some());
     }
 
     #[test]
+    fn a_pool_drains_its_own_node_ids_and_to_zero_when_others_remain() {
+        let s = state(vec![broker(0, false, 6), broker(1000, false, 3), broker(1001, false, 3)]);
+        let p = plan(1000, Some(2), 1, Some(&s), &[], false);
+        assert_eq!((p.replicas, p.drain.clone()), (2, vec![1001]));
+        let gone = plan(1000, Some(2), 0, Some(&s), &[], true);
+        assert_eq!((gone.replicas, gone.drain.clone(), gone.draining.clone()), (2, vec![1000, 1001], vec![1000, 1001]));
+        let stop = plan(1000, Some(2), 0, Some(&s), &[], false);
+        assert_eq!((stop.replicas, stop.drain), (0, vec![]), "a whole cluster stopping does not drain");
+        let back = plan(1000, Some(1), 2, Some(&s), &[1001], false);
+        assert_eq!((back.undrain, back.draining), (vec![1001], vec![]));
+    }
+
+    #[test]
     fn unregistered_brokers_need_no_drain() {
         let s = state(vec![broker(0, false, 3)]);
-        assert_eq!(plan(Some(2), 1, Some(&s), &[]).replicas, 1);
+        assert_eq!(plan(0, Some(2), 1, Some(&s), &[], false).replicas, 1);
     }
 
     fn policy(min: i32, max: i32) -> BrokerAutoscaling {
