@@ -123,6 +123,10 @@ pub struct BrokerPool {
     pub node_id_base: i32,
     /// The pool's write-ahead log (fixed at creation), as `spec.wal`.
     pub wal: Wal,
+    /// Broker image. Default: the cluster's `image` (set it to try a new version on one pool
+    /// first: only this pool's brokers roll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Container resources. Default: the cluster's `resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

@@ -513,3 +513,274 @@ async fn a_template_change_restarts_brokers_one_at_a_time_each_drained_first() {
     assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1/drain"]);
     assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 1, "phase": "Draining"}));
 }
+
+// --- broker pools ---------------------------------------------------------------------------
+
+const STS_LATENCY: &str = "/apis/apps/v1/namespaces/default/statefulsets/demo-broker-latency";
+
+/// The demo cluster with a file-WAL pool `latency` (node ids from 1000) and a placement rule.
+fn pools_json(default_replicas: i32, latency_replicas: i32) -> Value {
+    let mut c = cluster_json(default_replicas);
+    c["spec"]["pools"] = json!([{
+        "name": "latency", "replicas": latency_replicas, "nodeIdBase": 1000,
+        "wal": {"kind": "File", "volume": {"size": "20Gi"}},
+        "resources": {"requests": {"cpu": "1"}}
+    }]);
+    c["spec"]["placement"] = json!({"rules": [{"pattern": "outbox\\..*", "pool": "latency"}]});
+    c
+}
+
+impl World {
+    /// Pools created and settled: the default pool's brokers 0.. and the latency pool's 1000..
+    async fn converged_pools(default_replicas: i32, latency_replicas: i32) -> World {
+        let world = World::new(pools_json(default_replicas, latency_replicas)).await;
+        world.pass().await.0.unwrap();
+        world.pass().await.0.unwrap();
+        for sts in [STS, STS_LATENCY] {
+            world.settle(sts);
+        }
+        let mut brokers: Vec<(i32, bool, usize)> = (0..default_replicas).map(|id| (id, false, 4)).collect();
+        brokers.extend((1000..1000 + latency_replicas).map(|id| (id, false, 2)));
+        world.brokers(&brokers);
+        world.pass().await.0.unwrap();
+        assert_eq!(condition(&world.api.get(CLUSTER).unwrap(), "Ready")["status"], "True");
+        world.admin.take_calls();
+        world.api.take_lines();
+        world
+    }
+
+    /// The StatefulSet controller's part for one StatefulSet: its pods exist, ready, updated.
+    fn settle(&self, sts: &str) {
+        self.edit(sts, |s| {
+            let n = s["spec"]["replicas"].clone();
+            let generation = s["metadata"]["generation"].clone();
+            s["status"] =
+                json!({"replicas": n, "readyReplicas": n, "updatedReplicas": n, "observedGeneration": generation});
+        });
+    }
+}
+
+fn env_of(sts: &Value, name: &str) -> Value {
+    sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn pools_get_a_statefulset_each_with_their_own_wal_node_ids_and_status() {
+    let world = World::new(pools_json(3, 2)).await;
+    world.pass().await.0.unwrap();
+    let (result, lines) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
+    let mut expected = vec![get(STS), get(STS_LATENCY)];
+    for path in [SA, CM, HEADLESS, BOOTSTRAP, PDB] {
+        expected.extend([get(path), patch(path)]);
+    }
+    expected.extend([patch(STS), patch(STS_LATENCY), patch(&format!("{CLUSTER}/status"))]);
+    assert_eq!(lines, expected);
+
+    let latency = world.api.get(STS_LATENCY).unwrap();
+    assert_eq!(latency["spec"]["replicas"], 2);
+    assert_eq!(env_of(&latency, "AUTOMQ_POOL")["value"], "latency");
+    assert_eq!(env_of(&latency, "AUTOMQ_NODE_ID_BASE")["value"], "1000");
+    assert_eq!(env_of(&latency, "AUTOMQ_WAL")["value"], "file:/var/lib/automq/wal");
+    assert_eq!(latency["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert_eq!(latency["spec"]["selector"]["matchLabels"]["automq.rs/pool"], "latency");
+    assert_eq!(latency["spec"]["template"]["metadata"]["labels"]["automq.rs/pool"], "latency");
+    assert_eq!(latency["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"], "1");
+    assert_eq!(latency["spec"]["serviceName"], "demo-broker", "one headless Service names every broker");
+    let default = world.api.get(STS).unwrap();
+    assert_eq!(env_of(&default, "AUTOMQ_POOL"), Value::Null, "the default pool runs with the brokers' defaults");
+    assert!(default["spec"].get("volumeClaimTemplates").is_none());
+    let cm = world.api.get(CM).unwrap();
+    assert_eq!(cm["data"]["AUTOMQ_WAL"], "s3");
+    assert_eq!(cm["data"]["AUTOMQ_POOL_RULES"], "outbox\\..*=latency");
+
+    world.settle(STS);
+    world.settle(STS_LATENCY);
+    world.brokers(&[(0, false, 4), (1, false, 4), (2, false, 4), (1000, false, 2), (1001, false, 2)]);
+    world.pass().await.0.unwrap();
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(condition(&status, "Ready")["message"], "5/5 brokers ready in 2 pools");
+    assert_eq!(status["status"]["replicas"], 3, "the scale subresource is the default pool's");
+    let pools: Vec<(String, i64, i64, i64)> = status["status"]["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["readyReplicas"].as_i64().unwrap(),
+                p["nodeIdBase"].as_i64().unwrap(),
+                p["targetReplicas"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pools, vec![("default".into(), 3, 0, 3), ("latency".into(), 2, 1000, 2)]);
+}
+
+#[tokio::test]
+async fn scaling_one_pool_drains_its_own_brokers_and_leaves_the_other_alone() {
+    let world = World::converged_pools(3, 3).await;
+    world.admin.route("POST", "/admin/v1/brokers/1002/drain", 202, json!({"node_id": 1002, "draining": true}));
+    world.edit_spec(|spec| spec["pools"][0]["replicas"] = json!(2));
+    let (_, lines) = world.pass().await;
+    assert!(!lines.contains(&patch(STS)) && !lines.contains(&patch(STS_LATENCY)), "{lines:?}");
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1002/drain"]);
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["draining"], json!([1002]));
+    assert!(condition(&status, "Ready")["message"].as_str().unwrap().starts_with("pool latency: draining broker 1002"));
+
+    world.brokers(&[(0, false, 4), (1, false, 4), (2, false, 4), (1000, false, 3), (1001, false, 3), (1002, true, 0)]);
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&patch(STS_LATENCY)) && !lines.contains(&patch(STS)), "{lines:?}");
+    assert_eq!(world.api.get(STS_LATENCY).unwrap()["spec"]["replicas"], 2);
+    assert_eq!(world.api.get(STS).unwrap()["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn a_pool_image_change_rolls_only_that_pool_each_broker_drained_first() {
+    let world = World::converged_pools(2, 2).await;
+    for id in 0..2 {
+        world.api.put(&format!("{PODS}/demo-broker-{id}"), broker_pod(id, "d1"));
+    }
+    for ordinal in 0..2 {
+        let mut pod = broker_pod(ordinal, "l1");
+        pod["metadata"]["name"] = json!(format!("demo-broker-latency-{ordinal}"));
+        pod["metadata"]["labels"]["automq.rs/pool"] = json!("latency");
+        world.api.put(&format!("{PODS}/demo-broker-latency-{ordinal}"), pod);
+    }
+    world.edit_spec(|spec| spec["pools"][0]["image"] = json!("ghcr.io/automq-rs/automq-broker:0.2.0-rc1"));
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&patch(STS_LATENCY)) && !lines.contains(&patch(STS)), "only the pool's brokers change");
+    world.edit(STS_LATENCY, |s| {
+        let g = s["metadata"]["generation"].clone();
+        s["status"] = json!({"replicas": 2, "readyReplicas": 2, "updatedReplicas": 0, "observedGeneration": g,
+                             "currentRevision": "l1", "updateRevision": "l2"});
+    });
+    world.admin.route("POST", "/admin/v1/brokers/1001/drain", 202, json!({"node_id": 1001, "draining": true}));
+    world.admin.route("DELETE", "/admin/v1/brokers/1001/drain", 202, json!({"node_id": 1001, "draining": false}));
+    world.admin.take_calls();
+
+    // The pool's highest node id is drained first, its pod left alone while it holds partitions.
+    world.pass().await.0.unwrap();
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1001/drain"]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 1001, "phase": "Draining"}));
+    world.brokers(&[(0, false, 4), (1, false, 4), (1000, false, 3), (1001, true, 1)]);
+    let (_, lines) = world.pass().await;
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+
+    // Empty: only then is its pod deleted; the default pool's pods are never touched.
+    world.brokers(&[(0, false, 4), (1, false, 4), (1000, false, 4), (1001, true, 0)]);
+    let (_, lines) = world.pass().await;
+    let deletes: Vec<&String> = lines.iter().filter(|l| l.starts_with("DELETE")).collect();
+    assert_eq!(deletes, vec![&format!("DELETE {PODS}/demo-broker-latency-1")]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 1001, "phase": "Restarting"}));
+
+    // Back on the new template and registered: undrained, then the pool's next broker.
+    let mut pod = broker_pod(1, "l2");
+    pod["metadata"]["name"] = json!("demo-broker-latency-1");
+    pod["metadata"]["labels"]["automq.rs/pool"] = json!("latency");
+    world.api.put(&format!("{PODS}/demo-broker-latency-1"), pod);
+    world.edit(STS_LATENCY, |s| s["status"]["updatedReplicas"] = json!(1));
+    world.admin.take_calls();
+    world.pass().await.0.unwrap();
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "DELETE /admin/v1/brokers/1001/drain"]);
+    world.brokers(&[(0, false, 4), (1, false, 4), (1000, false, 2), (1001, false, 2)]);
+    world.admin.route("POST", "/admin/v1/brokers/1000/drain", 202, json!({"node_id": 1000, "draining": true}));
+    world.pass().await.0.unwrap();
+    assert_eq!(world.admin.take_calls(), vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1000/drain"]);
+    assert_eq!(world.api.get(CLUSTER).unwrap()["status"]["rolling"], json!({"nodeId": 1000, "phase": "Draining"}));
+}
+
+#[tokio::test]
+async fn a_pool_removed_from_the_spec_is_drained_then_stopped_then_deleted() {
+    let world = World::converged_pools(3, 2).await;
+    world.admin.route("POST", "/admin/v1/brokers/1000/drain", 202, json!({"node_id": 1000, "draining": true}));
+    world.admin.route("POST", "/admin/v1/brokers/1001/drain", 202, json!({"node_id": 1001, "draining": true}));
+    world.edit_spec(|spec| {
+        spec.as_object_mut().unwrap().remove("pools");
+        spec.as_object_mut().unwrap().remove("placement");
+    });
+
+    // 1. Drained first; the StatefulSet keeps its brokers running.
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&get(STS_LATENCY)) && !lines.contains(&patch(STS_LATENCY)), "{lines:?}");
+    assert_eq!(
+        world.admin.take_calls(),
+        vec!["GET /admin/v1/cluster", "POST /admin/v1/brokers/1000/drain", "POST /admin/v1/brokers/1001/drain"]
+    );
+    let status = world.api.get(CLUSTER).unwrap();
+    assert_eq!(status["status"]["pools"][1]["phase"], "Removing");
+    assert_eq!(status["status"]["draining"], json!([1000, 1001]));
+    assert_eq!(condition(&status, "Ready")["reason"], "RemovingPool");
+
+    // 2. Still holding partitions: nothing stops.
+    world.brokers(&[(0, false, 4), (1, false, 4), (2, false, 4), (1000, true, 1), (1001, true, 0)]);
+    let (_, lines) = world.pass().await;
+    assert!(!lines.contains(&patch(STS_LATENCY)), "{lines:?}");
+
+    // 3. Empty: the brokers stop (replicas 0).
+    world.brokers(&[(0, false, 5), (1, false, 5), (2, false, 4), (1000, true, 0), (1001, true, 0)]);
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&patch(STS_LATENCY)), "{lines:?}");
+    assert_eq!(world.api.get(STS_LATENCY).unwrap()["spec"]["replicas"], 0);
+
+    // 4. A pod still stopping: the StatefulSet stays.
+    let mut pod = broker_pod(0, "l1");
+    pod["metadata"]["name"] = json!("demo-broker-latency-0");
+    pod["metadata"]["labels"]["automq.rs/pool"] = json!("latency");
+    world.api.put(&format!("{PODS}/demo-broker-latency-0"), pod);
+    let (_, lines) = world.pass().await;
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+
+    // 5. Gone: the StatefulSet is deleted and the pool leaves the status.
+    world.api.remove(&format!("{PODS}/demo-broker-latency-0"));
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&format!("DELETE {STS_LATENCY}")), "{lines:?}");
+    assert!(world.api.get(STS_LATENCY).is_none());
+    world.brokers(&[(0, false, 5), (1, false, 5), (2, false, 4)]);
+    // (The placement rules went too: the default pool's brokers got new settings.)
+    world.settle(STS);
+    world.pass().await.0.unwrap();
+    let status = world.api.get(CLUSTER).unwrap();
+    assert!(status["status"].get("pools").is_none(), "{}", status["status"]);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+}
+
+#[tokio::test]
+async fn invalid_pools_are_refused_before_anything_is_applied() {
+    for (edit, message) in [
+        (
+            json!({"pools": [{"name": "latency", "replicas": 1, "nodeIdBase": 1500, "wal": {"kind": "S3"}}]}),
+            "nodeIdBase must be a positive multiple of 1000",
+        ),
+        (
+            json!({"pools": [{"name": "a", "replicas": 1, "nodeIdBase": 1000, "wal": {"kind": "S3"}},
+                          {"name": "b", "replicas": 1, "nodeIdBase": 1000, "wal": {"kind": "S3"}}]}),
+            "pools a and b clash",
+        ),
+        (json!({"placement": {"defaultPool": "bulk"}}), "placement.defaultPool \"bulk\" names no pool"),
+        (json!({"placement": {"rules": [{"pattern": "(", "pool": "default"}]}}), "bad pattern"),
+        (
+            json!({"pools": [{"name": "latency", "replicas": 1, "nodeIdBase": 1000, "wal": {"kind": "File"}}]}),
+            "pool latency: wal.volume is required with kind File",
+        ),
+    ] {
+        let mut c = cluster_json(3);
+        for (k, v) in edit.as_object().unwrap() {
+            c["spec"][k] = v.clone();
+        }
+        let world = World::new(c).await;
+        world.pass().await.0.unwrap();
+        let (result, lines) = world.pass().await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert!(!lines.iter().any(|l| l.starts_with("PATCH /apis/apps")), "{lines:?}");
+        let degraded = condition(&world.api.get(CLUSTER).unwrap(), "Degraded");
+        assert!(degraded["message"].as_str().unwrap().contains(message), "{message}: {degraded}");
+    }
+}

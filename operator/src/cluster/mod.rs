@@ -367,6 +367,17 @@ async fn remove_pool(
     Ok(None)
 }
 
+/// Which pool's health the cluster's conditions report: the first of the most urgent (brokers
+/// missing or being drained, then a pool being removed, then pods on an old template).
+fn urgency(health: &Health) -> u8 {
+    match health.ready.reason.as_str() {
+        _ if health.is_ready() => 0,
+        "RollingUpdate" => 1,
+        "RemovingPool" => 2,
+        _ => 3,
+    }
+}
+
 /// Status and health from the StatefulSets and the brokers' view.
 fn summarize(
     cluster: &AutoMQCluster,
@@ -419,7 +430,7 @@ fn summarize(
         } else {
             Health::ready("AllBrokersReady", format!("{label}{ready}/{target} brokers ready"))
         };
-        if health.as_ref().is_none_or(|h| h.is_ready() && !pool_health.is_ready()) {
+        if health.as_ref().is_none_or(|h| urgency(&pool_health) > urgency(h)) {
             health = Some(pool_health);
         }
         pool_statuses.push(PoolStatus {
@@ -433,8 +444,9 @@ fn summarize(
         });
     }
     for (entry, _, waiting) in removing {
-        if health.as_ref().is_none_or(|h| h.is_ready()) {
-            health = Some(Health::progressing("RemovingPool", waiting.clone().unwrap_or_default()));
+        let removing = Health::progressing("RemovingPool", waiting.clone().unwrap_or_default());
+        if health.as_ref().is_none_or(|h| urgency(&removing) > urgency(h)) {
+            health = Some(removing);
         }
         pool_statuses.push(entry.clone());
     }

@@ -217,7 +217,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
 
     let container = Container {
         name: "broker".into(),
-        image: Some(spec.image.clone()),
+        image: Some(pool.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         env: Some(pod::merge_env(env, spec.pod_template.as_ref())),
         env_from: Some(vec![EnvFromSource {
