@@ -36,7 +36,8 @@ OPERATOR_RULES = {
        for r in ("automqclusters", "analyticswarehouses", "topiclinks")},
     **{("automq.rs", f"{r}/finalizers"): {"update"}
        for r in ("automqclusters", "analyticswarehouses", "topiclinks")},
-    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    # delete: a broker pool removed from the spec (operator/src/cluster/mod.rs remove_pool).
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "create", "patch"},
     ("", "configmaps"): {"get", "create", "patch"},
     ("", "serviceaccounts"): {"get", "create", "patch"},
