@@ -20,6 +20,8 @@ def leaders_by_topic(c):
 
 # Cluster-wide placement settings, the same on every broker (the controller's are used).
 RULES = ["--default-pool", "default", "--pool-rule", r"outbox\..*=latency"]
+# The latency pool's brokers: --node-id 3 and 4 with --node-id-base 1000.
+LATENCY = {1003, 1004}
 
 
 def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cluster):
@@ -27,7 +29,8 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
     for i in (1, 2):
         c.add(i, args=RULES)
     for i in (3, 4):
-        c.add(i, pool="latency", wal="file", args=RULES)
+        # As the operator runs a pool: StatefulSet ordinals plus the pool's node id base.
+        c.add(i, pool="latency", wal="file", args=[*RULES, "--node-id-base", "1000"])
     admin = AdminClient({"bootstrap.servers": c.bootstrap()})
     topics = [NewTopic("cdc", 6, 1), NewTopic("outbox", 4, 1, config={"automq.pool": "latency"})]
     for f in admin.create_topics(topics).values():
@@ -35,7 +38,7 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
     # (Counts differ between pools, so not wait_settled's spread check: every partition led.)
     wait_until(lambda: all(p["leader"] is not None and p["leader"] == p["assigned"]
                            for p in c.state(partitions=True)["partitions"]), "every partition led", timeout=30)
-    placed = wait_until(lambda: (lambda m: m if m.get("cdc") == {1, 2} and m.get("outbox") == {3, 4} else None)(
+    placed = wait_until(lambda: (lambda m: m if m.get("cdc") == {1, 2} and m.get("outbox") == LATENCY else None)(
         leaders_by_topic(c)), "each topic led by its pool only", timeout=30)
     print(f"placement: {placed}")
 
@@ -43,7 +46,7 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
     # DescribeConfigs reports the pool it got and that it came from the brokers' settings.
     for f in admin.create_topics([NewTopic("outbox.payments", 2, 1), NewTopic("audit", 2, 1)]).values():
         f.result(30)
-    wait_until(lambda: (lambda m: m.get("outbox.payments") == {3, 4} and m.get("audit") == {1, 2})(
+    wait_until(lambda: (lambda m: m.get("outbox.payments") == LATENCY and m.get("audit") == {1, 2})(
         leaders_by_topic(c)), "outbox.payments on the latency pool by its name, audit on the default", timeout=30)
     described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "outbox.payments")])
     entry = next(iter(described.values())).result(30)["automq.pool"]
@@ -56,8 +59,8 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
         ConfigEntry("automq.pool", "latency", incremental_operation=AlterConfigOpType.SET)])
     for f in admin.incremental_alter_configs([resource]).values():
         f.result(30)
-    wait_until(lambda: leaders_by_topic(c).get("cdc") == {3, 4}, "cdc to move to the latency pool", timeout=30)
+    wait_until(lambda: leaders_by_topic(c).get("cdc") == LATENCY, "cdc to move to the latency pool", timeout=30)
     time.sleep(2)
     w.stop()
     report = w.audit()
-    print(f"cdc moved to brokers 3-4 mid-traffic; {report}")
+    print(f"cdc moved to brokers 1003-1004 mid-traffic; {report}")
