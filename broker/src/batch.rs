@@ -19,7 +19,7 @@
 //! 61      ... records
 //! ```
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Size of the fixed batch header.
 pub const HEADER_LEN: usize = 61;
@@ -232,10 +232,82 @@ pub fn encode_plain(
     Ok(buf.freeze())
 }
 
+/// A transaction marker (control batch) ends a producer's transaction in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Encodes a transaction marker as Kafka does: a control, transactional batch of one record
+/// whose key is the control type (version 0; 0 abort, 1 commit) and whose value is the
+/// end-transaction marker (version 0, coordinator epoch).
+pub fn encode_marker(marker: &Marker, timestamp: i64) -> anyhow::Result<Bytes> {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(marker.commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(marker.coordinator_epoch);
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: marker.producer_id,
+        producer_epoch: marker.producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None })?;
+    Ok(buf.freeze())
+}
+
+/// The marker a control batch holds: `Some(commit)`; `None` for other control records (or an
+/// unreadable one).
+pub fn marker_kind(batch: &Bytes) -> Option<bool> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut buf = batch.clone();
+    let sets = RecordBatchDecoder::decode_all(&mut buf).ok()?;
+    let record = sets.first()?.records.first()?;
+    let mut key = record.key.clone()?;
+    if key.len() < 4 {
+        return None;
+    }
+    let _version = key.get_i16();
+    match key.get_i16() {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::records::Compression;
+
+    #[test]
+    fn markers_round_trip_as_control_batches() {
+        for commit in [true, false] {
+            let m = Marker { producer_id: 42, producer_epoch: 3, commit, coordinator_epoch: 7 };
+            let b = encode_marker(&m, 1_700_000_000_000).unwrap();
+            let h = parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.records_count), (42, 3, 1));
+            assert_eq!(marker_kind(&b), Some(commit));
+        }
+        assert_eq!(marker_kind(&tests::encode(1, Compression::None)), None);
+    }
 
     pub(crate) fn encode(n: usize, compression: Compression) -> Bytes {
         let records: Vec<_> =

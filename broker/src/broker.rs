@@ -101,6 +101,8 @@ pub struct Broker {
     advertised: (String, i32),
     /// Partitions the ownership task is opening or closing.
     pub(crate) moving: Mutex<std::collections::HashSet<(String, i32)>>,
+    /// Transaction indexes of partitions served from the bucket (zone-local fetches).
+    pub(crate) bucket_txns: crate::txn::index::BucketTxns,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
@@ -174,6 +176,7 @@ impl Broker {
             advertised,
             config,
             moving: Mutex::new(Default::default()),
+            bucket_txns: Default::default(),
         });
         let _ = slot.set(broker.clone());
         broker.sync_topics();

@@ -24,6 +24,7 @@ pub mod partition;
 pub mod producers;
 pub mod server;
 pub mod topics;
+pub mod txn;
 
 pub use error::{Error, Result};
 

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::batch::{self, BatchError, BatchHeader};
 use crate::error::{Error, Result};
 use crate::producers::{ProducerStates, SequenceCheck};
+use crate::txn::index::{AbortedTxn, TxnIndex};
 use crate::topics::TopicConfig;
 
 /// The index kept per batch: base offset, the largest timestamp up to and including this
@@ -33,6 +34,7 @@ struct IndexEntry {
 #[derive(Debug, Default)]
 struct State {
     producers: ProducerStates,
+    txns: TxnIndex,
     index: Vec<IndexEntry>,
     /// Total bytes of the batches in `index`.
     bytes: u64,
@@ -43,8 +45,9 @@ struct State {
 }
 
 impl State {
-    fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+    fn record(&mut self, h: &BatchHeader, bytes: &Bytes, base_offset: i64) {
         self.producers.record(h, base_offset);
+        self.txns.observe(h, bytes, base_offset);
         let running = self.index.last().map(|e| e.running_max_timestamp).unwrap_or(i64::MIN).max(h.max_timestamp);
         self.index.push(IndexEntry {
             base_offset,
@@ -61,6 +64,7 @@ impl State {
         let drop = self.index.partition_point(|e| e.end_offset <= start);
         self.bytes -= self.index[..drop].iter().map(|e| e.size as u64).sum::<u64>();
         self.index.drain(..drop);
+        self.txns.trim(start);
     }
 }
 
@@ -147,7 +151,7 @@ impl Partition {
             }
             for b in &read.batches {
                 match batch::parse(&b.payload) {
-                    Ok(h) => state.record(&h, b.base_offset as i64),
+                    Ok(h) => state.record(&h, &b.payload, b.base_offset as i64),
                     Err(e) => {
                         tracing::warn!(topic, index, offset = b.base_offset, error = %e, "unreadable batch in the log")
                     }
@@ -218,11 +222,14 @@ impl Partition {
                     format!("record batch of {} bytes exceeds max.message.bytes {}", h.size, config.max_message_bytes),
                 ));
             }
-            if h.is_control() || h.is_transactional() {
+            if h.is_control() {
                 return Err(Error::kafka(
                     ResponseError::InvalidRecord,
-                    "transactional and control batches are not supported yet",
+                    "control batches are written by the brokers only (transaction markers)",
                 ));
+            }
+            if h.is_transactional() && h.producer_id < 0 {
+                return Err(Error::kafka(ResponseError::InvalidRecord, "a transactional batch without a producer id"));
             }
         }
         if config.cleanup_policy.compact {
@@ -255,9 +262,9 @@ impl Partition {
                 self.stream_id,
                 base as u64,
                 base as u64 + h.offset_count(),
-                stored,
+                stored.clone(),
             )?));
-            state.record(&header, base);
+            state.record(&header, &stored, base);
             first.get_or_insert(base);
         }
         Ok(Enqueued {
@@ -294,8 +301,8 @@ impl Partition {
                         format!("source batch {}..={last} straddles the mirror's end {end}", h.base_offset),
                     ));
                 }
+                state.record(&h, &bytes, h.base_offset);
                 pending.push(Box::pin(engine.start_append(self.stream_id, end as u64, last as u64 + 1, bytes)?));
-                state.record(&h, h.base_offset);
                 end = last + 1;
             }
         }
@@ -323,7 +330,71 @@ impl Partition {
 
     /// Reads whole batches from `offset` on, about `max_bytes` at most (at least one batch).
     pub async fn read(&self, engine: &StreamEngine, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        read_stream(engine, self.stream_id, offset, max_bytes).await
+        read_stream(engine, self.stream_id, offset, max_bytes, None).await
+    }
+
+    /// A fetch's read: with `committed` (isolation level read_committed) only up to the last
+    /// stable offset, with the aborted transactions among what is returned. Also returns the
+    /// last stable offset.
+    pub async fn read_isolated(
+        &self,
+        engine: &StreamEngine,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<(ReadResult, i64, Option<Vec<AbortedTxn>>)> {
+        // The stable offset before the read: what it returns is never past the high watermark
+        // it reports, so capping at an earlier LSO is safe.
+        let lso_cap = { self.state.lock().txns.last_stable_offset(i64::MAX) };
+        let limit = committed.then_some(lso_cap);
+        let read = read_stream(engine, self.stream_id, offset, max_bytes, limit).await?;
+        let lso = { self.state.lock().txns.last_stable_offset(read.high_watermark) };
+        let aborted = committed.then(|| {
+            let end = records_end(&read.records).unwrap_or(offset);
+            self.state.lock().txns.aborted_between(offset, end)
+        });
+        Ok((read, lso, aborted))
+    }
+
+    /// Writes a transaction marker (WriteTxnMarkers, from a transaction coordinator) and waits
+    /// until it is durable; returns its offset. A marker of an older producer epoch than this
+    /// partition has seen is refused (a fenced coordinator's, or a zombie's).
+    pub async fn write_marker(&self, engine: &StreamEngine, marker: &batch::Marker, now_ms: i64) -> Result<i64> {
+        engine.wait_for_space().await?;
+        let bytes = batch::encode_marker(marker, now_ms)
+            .map_err(|e| Error::kafka(ResponseError::UnknownServerError, format!("cannot encode a marker: {e}")))?;
+        let (base, pending) = {
+            let mut state = self.state.lock();
+            if let Some(epoch) = state.producers.epoch(marker.producer_id) {
+                if marker.producer_epoch < epoch {
+                    return Err(Error::kafka(
+                        ResponseError::InvalidProducerEpoch,
+                        format!(
+                            "marker of producer {} epoch {} is older than epoch {epoch}",
+                            marker.producer_id, marker.producer_epoch
+                        ),
+                    ));
+                }
+            }
+            let base = engine.next_offset(self.stream_id)? as i64;
+            let stored = batch::assign(&bytes, base, 0);
+            let header = batch::parse(&stored).map_err(batch_error)?;
+            let pending = engine.start_append(self.stream_id, base as u64, base as u64 + 1, stored.clone())?;
+            state.record(&header, &stored, base);
+            (base, pending)
+        };
+        pending.await?;
+        Ok(base)
+    }
+
+    /// The last stable offset given the high watermark.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.state.lock().txns.last_stable_offset(high_watermark)
+    }
+
+    /// Transactions open in this partition: (producer id, first offset).
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.state.lock().txns.open().collect()
     }
 
     /// The earliest offset whose record timestamp is at least `timestamp`, with that record's
@@ -476,20 +547,41 @@ impl Partition {
     }
 }
 
+/// The offset after the last record batch in `records` (None when empty or unreadable).
+pub(crate) fn records_end(records: &Bytes) -> Option<i64> {
+    batch::split(records).ok()?.last().map(|(h, _)| h.base_offset + h.offset_count() as i64)
+}
+
 /// Reads whole batches of a partition's stream from `offset` on, about `max_bytes` at most (at
 /// least one batch). On a broker that does not lead the partition this is its committed data,
 /// read from the bucket (the high watermark is then the committed end).
-pub async fn read_stream(engine: &StreamEngine, stream_id: u64, offset: i64, max_bytes: usize) -> Result<ReadResult> {
+///
+/// With `limit`, only batches ending at or before it (the last stable offset of a
+/// read_committed fetch): nothing, not an error, when `offset` is at or past it.
+pub async fn read_stream(
+    engine: &StreamEngine,
+    stream_id: u64,
+    offset: i64,
+    max_bytes: usize,
+    limit: Option<i64>,
+) -> Result<ReadResult> {
     if offset < 0 {
         return Err(Error::kafka(ResponseError::OffsetOutOfRange, format!("negative offset {offset}")));
     }
+    if limit.is_some_and(|l| offset >= l) {
+        let mut r = Box::pin(read_stream(engine, stream_id, offset, 0, None)).await?;
+        r.records = Bytes::new();
+        return Ok(r);
+    }
     let r = engine.fetch(stream_id, offset as u64, max_bytes).await?;
-    let records = match r.batches.len() {
+    let kept: Vec<&automq_storage::stream::StoredBatch> =
+        r.batches.iter().filter(|b| limit.is_none_or(|l| b.end_offset as i64 <= l)).collect();
+    let records = match kept.len() {
         0 => Bytes::new(),
-        1 => r.batches[0].payload.clone(),
+        1 => kept[0].payload.clone(),
         _ => {
-            let mut out = BytesMut::with_capacity(r.batches.iter().map(|b| b.payload.len()).sum());
-            for b in &r.batches {
+            let mut out = BytesMut::with_capacity(kept.iter().map(|b| b.payload.len()).sum());
+            for b in &kept {
                 out.extend_from_slice(&b.payload);
             }
             out.freeze()

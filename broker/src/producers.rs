@@ -95,6 +95,14 @@ impl ProducerStates {
             return;
         }
         let entry = self.producers.entry(h.producer_id).or_default();
+        if h.is_control() {
+            // A transaction marker carries no sequence; a newer epoch in it fences the older.
+            if h.producer_epoch > entry.epoch {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            return;
+        }
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -103,6 +111,11 @@ impl ProducerStates {
         while entry.batches.len() > REMEMBERED {
             entry.batches.pop_front();
         }
+    }
+
+    /// The producer's current epoch, if this partition has seen it.
+    pub fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
     }
 
     pub fn len(&self) -> usize {

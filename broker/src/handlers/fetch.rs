@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ use crate::broker::{Broker, Topic};
 use crate::cluster::zones::zone_broker;
 use crate::metrics::TopicLabels;
 use crate::partition::{read_stream, Partition, ReadResult};
+use crate::txn::index::AbortedTxn;
 
 /// Kafka's INVALID_SESSION_ID: fetch sessions are not used.
 const NO_SESSION: i32 = 0;
@@ -37,6 +38,8 @@ pub(super) async fn handle(
         return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.clamp(0, 30_000) as u64);
+    // Kafka's isolation levels: 0 read_uncommitted, 1 read_committed (v4+).
+    let committed = request.isolation_level == 1;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
     // Resolve topics once (by id from v13 on).
@@ -49,7 +52,7 @@ pub(super) async fn handle(
         })
         .collect();
     loop {
-        let (response, total) = fetch_once(broker, &topics, max_bytes, version, zone).await;
+        let (response, total) = fetch_once(broker, &topics, max_bytes, version, zone, committed).await;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if total >= min_bytes || remaining.is_zero() {
             return response;
@@ -68,7 +71,7 @@ pub(super) async fn handle(
         }
         if watches.is_empty() {
             tokio::time::sleep(remaining).await;
-            return fetch_once(broker, &topics, max_bytes, version, zone).await.0;
+            return fetch_once(broker, &topics, max_bytes, version, zone, committed).await.0;
         }
         let changed = watches.iter_mut().map(|rx| Box::pin(rx.changed()));
         let _ = tokio::time::timeout(remaining, futures::future::select_all(changed)).await;
@@ -84,24 +87,60 @@ enum Source {
     Bucket(u64),
 }
 
+/// A read for one partition: the records, the last stable offset, and (read_committed) the
+/// aborted transactions among the records.
+type IsolatedRead = (ReadResult, i64, Option<Vec<AbortedTxn>>);
+
 impl Source {
-    async fn read(&self, broker: &Broker, offset: i64, budget: usize) -> crate::error::Result<ReadResult> {
+    async fn read(
+        &self,
+        broker: &Broker,
+        offset: i64,
+        budget: usize,
+        committed: bool,
+    ) -> crate::error::Result<IsolatedRead> {
         match self {
-            Source::Led(p) => p.read(&broker.engine, offset, budget).await,
-            Source::Bucket(stream) => match read_stream(&broker.engine, *stream, offset, budget).await {
-                // Past the committed end (the leader has more): nothing yet, not an error.
-                Err(crate::error::Error::Storage(automq_storage::Error::OffsetOutOfRange {
-                    offset: o,
-                    start_offset,
-                    end_offset,
-                    ..
-                })) if o >= end_offset => Ok(ReadResult {
-                    records: Default::default(),
-                    high_watermark: end_offset as i64,
-                    log_start_offset: start_offset as i64,
-                }),
-                other => other,
-            },
+            Source::Led(p) => p.read_isolated(&broker.engine, offset, budget, committed).await,
+            // read_uncommitted needs no transaction index (its last stable offset is reported
+            // as the high watermark): only read_committed pays for the scan.
+            Source::Bucket(stream) if !committed => {
+                let read = Self::read_bucket(broker, *stream, offset, budget, None).await?;
+                let hw = read.high_watermark;
+                Ok((read, hw, None))
+            }
+            Source::Bucket(stream) => {
+                let end = broker.engine.catalog().state().streams.get(stream).map_or(0, |s| s.end_offset as i64);
+                let index = broker.bucket_txns.index(&broker.engine, *stream, end).await?;
+                let lso = index.last_stable_offset(end);
+                let read = Self::read_bucket(broker, *stream, offset, budget, Some(lso)).await?;
+                let last = crate::partition::records_end(&read.records).unwrap_or(offset);
+                let aborted = index.aborted_between(offset, last);
+                let lso = lso.min(read.high_watermark);
+                Ok((read, lso, Some(aborted)))
+            }
+        }
+    }
+
+    async fn read_bucket(
+        broker: &Broker,
+        stream: u64,
+        offset: i64,
+        budget: usize,
+        limit: Option<i64>,
+    ) -> crate::error::Result<ReadResult> {
+        match read_stream(&broker.engine, stream, offset, budget, limit).await {
+            // Past the committed end (the leader has more): nothing yet, not an error.
+            Err(crate::error::Error::Storage(automq_storage::Error::OffsetOutOfRange {
+                offset: o,
+                start_offset,
+                end_offset,
+                ..
+            })) if o >= end_offset => Ok(ReadResult {
+                records: Default::default(),
+                high_watermark: end_offset as i64,
+                log_start_offset: start_offset as i64,
+            }),
+            other => other,
         }
     }
 
@@ -163,6 +202,7 @@ async fn fetch_once(
     max_bytes: usize,
     version: i16,
     zone: Option<&str>,
+    committed: bool,
 ) -> (FetchResponse, usize) {
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(topics.len());
@@ -218,8 +258,8 @@ async fn fetch_once(
                 );
                 continue;
             }
-            match partition.read(broker, p.fetch_offset, budget).await {
-                Ok(read) => {
+            match partition.read(broker, p.fetch_offset, budget, committed).await {
+                Ok((read, lso, aborted)) => {
                     let n = read.records.len();
                     // Past the first partition, a batch larger than the budget is left for the
                     // next fetch rather than sent.
@@ -233,10 +273,20 @@ async fn fetch_once(
                             .get_or_create(&TopicLabels { topic: topic.meta.name.clone() })
                             .inc_by(records.len() as u64);
                     }
+                    let aborted = aborted.map(|list| {
+                        list.into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    });
                     partitions.push(
                         base.with_high_watermark(read.high_watermark)
-                            .with_last_stable_offset(read.high_watermark)
+                            .with_last_stable_offset(lso)
                             .with_log_start_offset(read.log_start_offset)
+                            .with_aborted_transactions(aborted)
                             .with_records(Some(records)),
                     );
                 }

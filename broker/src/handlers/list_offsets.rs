@@ -24,11 +24,13 @@ pub(super) async fn handle(
     // `cluster::zones`): their earliest and latest committed offsets are answered here.
     let zoned = crate::cluster::zones::client_zone(client_id)
         .is_some_and(|z| broker.config.rack.as_deref() == Some(z.as_str()));
+    // read_committed clients (v2+) see the last stable offset as the latest.
+    let committed = request.isolation_level == 1;
     let mut topics = Vec::new();
     for t in request.topics {
         let mut partitions = Vec::new();
         for p in &t.partitions {
-            let result = lookup(broker, t.name.0.as_str(), p.partition_index, p.timestamp, zoned).await;
+            let result = lookup(broker, t.name.0.as_str(), p.partition_index, p.timestamp, zoned, committed).await;
             partitions.push(match result {
                 Ok((offset, timestamp)) => {
                     let r = ListOffsetsPartitionResponse::default()
@@ -57,20 +59,32 @@ pub(super) async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-async fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64, zoned: bool) -> Result<(i64, i64)> {
+async fn lookup(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+    zoned: bool,
+    committed: bool,
+) -> Result<(i64, i64)> {
     let partition = match broker.led(topic, index) {
         Err(e) if zoned && e.code() == ResponseError::NotLeaderOrFollower && matches!(timestamp, LATEST | EARLIEST) => {
             let t = broker.topic(topic).ok_or(e)?;
             let state = broker.engine.catalog().state();
             let s = t.meta.partitions.get(index as usize).and_then(|id| state.streams.get(id));
             let s = s.ok_or_else(|| super::err(ResponseError::UnknownTopicOrPartition, "no such partition"))?;
-            let offset = if timestamp == LATEST { s.end_offset } else { s.start_offset };
-            return Ok((offset as i64, -1));
+            let mut offset = if timestamp == LATEST { s.end_offset as i64 } else { s.start_offset as i64 };
+            if committed && timestamp == LATEST {
+                let stream = t.meta.partitions[index as usize];
+                offset = broker.bucket_txns.index(&broker.engine, stream, offset).await?.last_stable_offset(offset);
+            }
+            return Ok((offset, -1));
         }
         other => other?,
     };
     let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
     Ok(match timestamp {
+        LATEST if committed => (partition.last_stable_offset(high_watermark), -1),
         LATEST => (high_watermark, -1),
         EARLIEST => (log_start, -1),
         MAX_TIMESTAMP => partition.max_timestamp(&broker.engine).await?.unwrap_or((-1, -1)),
