@@ -205,17 +205,29 @@ pub fn encode_plain(
     timestamp: i64,
     compression: kafka_protocol::records::Compression,
 ) -> anyhow::Result<Bytes> {
+    encode_for(records, timestamp, compression, None)
+}
+
+/// [`encode_plain`], or with `producer` (id, epoch) a transactional batch without sequence
+/// numbers: what a group coordinator writes for TxnOffsetCommit.
+pub fn encode_for(
+    records: &[(Option<Bytes>, Option<Bytes>)],
+    timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder keeps records in one batch while offset - sequence is constant; this
@@ -268,7 +280,11 @@ pub fn encode_marker(marker: &Marker, timestamp: i64) -> anyhow::Result<Bytes> {
         headers: Default::default(),
     };
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[record], &RecordEncodeOptions { version: 2, compression: Compression::None })?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )?;
     Ok(buf.freeze())
 }
 

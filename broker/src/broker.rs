@@ -92,6 +92,7 @@ pub struct Broker {
     /// Mirror partitions of topic links led here, and their fetchers.
     pub mirrors: Arc<crate::link::Mirrors>,
     pub groups: GroupCoordinator,
+    pub txns: crate::txn::TransactionCoordinator,
     pub metrics: BrokerMetrics,
     pub registry: Arc<Mutex<Registry>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -163,6 +164,10 @@ impl Broker {
         registry.lock().register_collector(Box::new(crate::link::MirrorMetrics(mirrors.clone())));
         let broker = Arc::new(Broker {
             groups: GroupCoordinator::new(),
+            txns: crate::txn::TransactionCoordinator::new(crate::txn::TxnSettings {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                ..Default::default()
+            }),
             cluster_id,
             engine,
             store,
@@ -284,6 +289,24 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Creates `__transaction_state` the first time a client looks for a transaction
+    /// coordinator (as Kafka does), in the background; the client retries meanwhile.
+    pub fn ensure_txn_topic(self: &Arc<Self>) {
+        if self.topic(crate::txn::TXN_TOPIC).is_some() {
+            return;
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            let n = broker.config.transaction_state_partitions.max(1);
+            match broker.create_topic(crate::txn::TXN_TOPIC, n, configs, true).await {
+                Ok(_) => tracing::info!(partitions = n, "created {}", crate::txn::TXN_TOPIC),
+                Err(e) if e.code() == ResponseError::TopicAlreadyExists => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create {}", crate::txn::TXN_TOPIC),
+            }
+        });
     }
 
     /// Topic config defaults from the broker's settings (message.max.bytes).

@@ -108,6 +108,14 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_OFFSETS_TOPIC_PARTITIONS", default_value_t = 8)]
     pub offsets_topic_partitions: i32,
 
+    /// Partitions of the internal transaction state topic (created on first use).
+    #[arg(long, env = "AUTOMQ_TRANSACTION_STATE_PARTITIONS", default_value_t = 8)]
+    pub transaction_state_partitions: i32,
+
+    /// Largest transaction.timeout.ms a producer may ask for (transaction.max.timeout.ms).
+    #[arg(long, env = "AUTOMQ_TRANSACTION_MAX_TIMEOUT_MS", default_value_t = 900_000)]
+    pub transaction_max_timeout_ms: i32,
+
     /// How often retention and compaction run.
     #[arg(long, env = "AUTOMQ_LOG_CLEANER_INTERVAL_MS", default_value_t = 30_000)]
     pub log_cleaner_interval_ms: u64,

@@ -82,7 +82,8 @@ impl RunningBroker {
                 }
             }
         }));
-        tasks.push(groups::GroupCoordinator::spawn_expiry(broker.clone(), rx));
+        tasks.push(groups::GroupCoordinator::spawn_expiry(broker.clone(), rx.clone()));
+        tasks.push(txn::TransactionCoordinator::spawn_expiry(broker.clone(), rx));
         tracing::info!(%kafka_addr, %http_addr, "listening");
         Ok(RunningBroker { broker, kafka_addr, http_addr, shutdown, tasks })
     }

@@ -37,6 +37,8 @@ pub struct BrokerMetrics {
     /// Time to open a partition newly assigned here / to hand one off.
     pub partition_open_seconds: Histogram,
     pub partition_close_seconds: Histogram,
+    /// Transactions this coordinator aborted because they outlived their timeout.
+    pub txn_timeouts: Counter,
     /// The cluster as this broker sees it.
     pub cluster: ClusterMetrics,
 }
@@ -72,6 +74,7 @@ impl BrokerMetrics {
             rejected_frames: Counter::default(),
             partition_open_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             partition_close_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            txn_timeouts: Counter::default(),
             cluster: ClusterMetrics::default(),
         };
         let c = &m.cluster;
@@ -119,6 +122,11 @@ impl BrokerMetrics {
             "automq_broker_cluster_partitions_reassigned",
             "Partition assignments this controller changed (placements and moves)",
             c.partitions_reassigned.clone(),
+        );
+        registry.register(
+            "automq_broker_transaction_timeouts",
+            "Transactions this coordinator aborted because they outlived transaction.timeout.ms",
+            m.txn_timeouts.clone(),
         );
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(

@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use crate::batch::{self, BatchError, BatchHeader};
 use crate::error::{Error, Result};
 use crate::producers::{ProducerStates, SequenceCheck};
-use crate::txn::index::{AbortedTxn, TxnIndex};
 use crate::topics::TopicConfig;
+use crate::txn::index::{AbortedTxn, TxnIndex};
 
 /// The index kept per batch: base offset, the largest timestamp up to and including this
 /// batch (Kafka's time index semantics), and its size.

@@ -60,6 +60,11 @@ impl ProducerStates {
                 format!("producer {} epoch {} is older than {}", h.producer_id, h.producer_epoch, entry.epoch),
             ));
         }
+        if h.base_sequence < 0 {
+            // No sequence (offsets a group coordinator writes for a transaction): nothing to
+            // deduplicate, only the epoch to check.
+            return Ok(SequenceCheck::Append);
+        }
         if h.producer_epoch > entry.epoch {
             // A new epoch starts its sequence again at 0.
             return if h.base_sequence == 0 {
@@ -95,8 +100,9 @@ impl ProducerStates {
             return;
         }
         let entry = self.producers.entry(h.producer_id).or_default();
-        if h.is_control() {
-            // A transaction marker carries no sequence; a newer epoch in it fences the older.
+        if h.is_control() || h.base_sequence < 0 {
+            // A transaction marker, or a coordinator's write, carries no sequence; a newer
+            // epoch in it fences the older.
             if h.producer_epoch > entry.epoch {
                 entry.epoch = h.producer_epoch;
                 entry.batches.clear();

@@ -110,6 +110,15 @@ async fn open_partition(broker: Arc<Broker>, key: (String, i32), stream: u64) {
                     return;
                 }
             }
+            if name == crate::txn::TXN_TOPIC {
+                if let Err(e) = broker.txns.load_partition(&broker, &partition).await {
+                    tracing::warn!(partition = index, error = %e, "cannot load transaction state; will retry");
+                    broker.engine.forget_stream(stream);
+                    broker.moving.lock().remove(&key);
+                    return;
+                }
+            }
+            broker.bucket_txns.forget(stream);
             match broker.topic(name) {
                 Some(t) if t.meta.partitions.get(index as usize) == Some(&stream) => {
                     t.set_partition(index as usize, Some(partition));
@@ -137,6 +146,9 @@ async fn close_partitions(broker: Arc<Broker>, keys: Vec<(String, i32)>) {
         topic.set_partition(index as usize, None);
         if name == OFFSETS_TOPIC {
             broker.groups.unload_partition(index, &broker);
+        }
+        if name == crate::txn::TXN_TOPIC {
+            broker.txns.unload_partition(&broker, index);
         }
         closing.push((key.clone(), partition.stream_id));
     }

@@ -141,6 +141,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/internal/v1/heartbeat", post(heartbeat))
         .route("/internal/v1/controller", get(controller))
         .route("/internal/v1/relay/produce", post(super::relay::accept))
+        .route("/internal/v1/txn/markers", post(crate::txn::markers::accept))
 }
 
 /// The controller as this broker knows it (`null`: none holds the role).

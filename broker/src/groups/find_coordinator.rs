@@ -1,6 +1,7 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
-//! (Kafka's hash of the group id), on whichever broker that is. Transaction coordinators (key
-//! type 1) do not exist yet: COORDINATOR_NOT_AVAILABLE. v4+ asks for several keys at once.
+//! (Kafka's hash of the group id), a transactional id's (key type 1) the leader of its
+//! `__transaction_state` partition (created on the first such request), on whichever broker
+//! that is. v4+ asks for several keys at once.
 
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
     let view = broker.cluster.view();
     let state = broker.engine.catalog().state();
     let offsets = view.topics.get(OFFSETS_TOPIC).cloned();
+    let txn_state = view.topics.get(crate::txn::TXN_TOPIC).cloned();
+    if r.key_type == TRANSACTION_KEY && txn_state.is_none() {
+        broker.ensure_txn_topic();
+    }
     let lookup = |key: &str| -> Result<(i32, String, i32), (ResponseError, &'static str)> {
         match r.key_type {
             GROUP_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
@@ -33,7 +38,18 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
                     .ok_or((ResponseError::CoordinatorNotAvailable, "the group's coordinator is moving"))?;
                 Ok((leader.node_id, leader.host.clone(), leader.port))
             }
-            TRANSACTION_KEY => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet")),
+            TRANSACTION_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the transactional id is empty")),
+            TRANSACTION_KEY => {
+                let topic = txn_state
+                    .as_ref()
+                    .ok_or((ResponseError::CoordinatorNotAvailable, "the transaction state topic is being created"))?;
+                let index = partition_for(key, topic.partitions.len()) as i32;
+                let leader = view
+                    .leader(&state, topic, index)
+                    .and_then(|id| view.brokers.get(&id))
+                    .ok_or((ResponseError::CoordinatorNotAvailable, "the transaction coordinator is moving"))?;
+                Ok((leader.node_id, leader.host.clone(), leader.port))
+            }
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         }
     };

@@ -196,6 +196,9 @@ pub(crate) struct Group {
     pending_sync: HashSet<String>,
     sync_deadline: Option<Instant>,
     pub(crate) offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside transactions not ended yet, by producer id: applied to
+    /// `offsets` on the commit marker, dropped on the abort marker.
+    pub(crate) pending_txn_offsets: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     pub(crate) state_changed_ms: i64,
     /// The generation, members or assignments changed in a way worth a group metadata record;
     /// the coordinator writes one and clears this.
@@ -219,6 +222,7 @@ impl Group {
             pending_sync: HashSet::new(),
             sync_deadline: None,
             offsets: BTreeMap::new(),
+            pending_txn_offsets: HashMap::new(),
             state_changed_ms: now_ms(),
             store_needed: false,
             next_seq: 0,

@@ -24,6 +24,7 @@ pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::ListGroups => (0, 4),
         ApiKey::DeleteGroups => (0, 2),
+        ApiKey::TxnOffsetCommit => (0, 3),
         _ => return None,
     };
     let codec = api_key.valid_versions();
@@ -50,6 +51,9 @@ pub async fn dispatch(
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(broker, r, version)),
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(broker, r, version)),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(broker, r, version).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(super::txn_offset_commit::handle(broker, r, version).await)
+        }
         _ => return None,
     })
 }

@@ -35,6 +35,7 @@ pub(crate) mod records;
 mod sync_group;
 #[cfg(test)]
 mod tests;
+mod txn_offset_commit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,12 +121,13 @@ impl GroupCoordinator {
         groups.retain(|id, _| !self.owned_by(id, partition.index, broker));
         let (mut count, mut offsets, mut members) = (0, 0, 0);
         for (id, l) in loaded {
-            if l.offsets.is_empty() && l.metadata.is_none() {
+            if l.offsets.is_empty() && l.metadata.is_none() && l.pending.is_empty() {
                 continue;
             }
             let mut group = Group::new(&id);
             offsets += l.offsets.len();
             group.offsets = l.offsets;
+            group.pending_txn_offsets = l.pending;
             if let Some(meta) = l.metadata {
                 restore(&mut group, meta, now);
                 members += group.members.len();
@@ -135,6 +137,21 @@ impl GroupCoordinator {
         }
         tracing::info!(partition = partition.index, groups = count, offsets, members, "consumer groups loaded");
         Ok(())
+    }
+
+    /// A transaction marker was written to `__consumer_offsets` partition `partition`: the
+    /// offsets `producer_id` committed in that transaction count now (commit) or never.
+    pub fn end_transaction(&self, partition: i32, producer_id: i64, commit: bool) {
+        let mut groups = self.groups.lock();
+        for group in groups.values_mut() {
+            let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else { continue };
+            if commit {
+                for ((topic, index), value) in pending {
+                    group.apply_offset(topic, index, value);
+                }
+            }
+            tracing::debug!(group = %group.id, partition, producer_id, commit, "transactional offsets ended");
+        }
     }
 
     /// Forgets the groups of a `__consumer_offsets` partition this broker no longer leads.
@@ -207,7 +224,8 @@ impl GroupCoordinator {
                 && g.generation == 0
                 && g.members.is_empty()
                 && g.pending_members.is_empty()
-                && g.offsets.is_empty())
+                && g.offsets.is_empty()
+                && g.pending_txn_offsets.is_empty())
         });
         next
     }

@@ -186,7 +186,7 @@ pub(crate) async fn commit(
 
 impl Group {
     /// Kafka's rules for who may commit to this group.
-    fn validate_commit(&mut self, c: &Committer, now: Instant) -> Result<(), ResponseError> {
+    pub(crate) fn validate_commit(&mut self, c: &Committer, now: Instant) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }

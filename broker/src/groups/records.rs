@@ -303,6 +303,17 @@ impl PendingWrite {
 /// Enqueues records (key, value or tombstone) for one group, in this order, without waiting.
 /// Callers that need log order to follow the group's state call it under the groups lock.
 pub(crate) fn enqueue(broker: &Broker, group: &str, records: &[(RecordKey, Option<Bytes>)]) -> Result<PendingWrite> {
+    enqueue_for(broker, group, records, None)
+}
+
+/// [`enqueue`], as part of the transaction of `producer` (id, epoch) when given: the records
+/// count only once its commit marker follows them (TxnOffsetCommit).
+pub(crate) fn enqueue_for(
+    broker: &Broker,
+    group: &str,
+    records: &[(RecordKey, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+) -> Result<PendingWrite> {
     let topic = broker.topic(OFFSETS_TOPIC).ok_or_else(|| {
         Error::kafka(ResponseError::CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} does not exist"))
     })?;
@@ -314,7 +325,7 @@ pub(crate) fn enqueue(broker: &Broker, group: &str, records: &[(RecordKey, Optio
     for chunk in records.chunks(RECORDS_PER_BATCH) {
         let plain: Vec<(Option<Bytes>, Option<Bytes>)> =
             chunk.iter().map(|(key, value)| (Some(key.encode()), value.clone())).collect();
-        let batch = crate::batch::encode_plain(&plain, now, Compression::None).map_err(|e| {
+        let batch = crate::batch::encode_for(&plain, now, Compression::None, producer).map_err(|e| {
             Error::kafka(ResponseError::UnknownServerError, format!("cannot encode group {group}'s records: {e}"))
         })?;
         buf.extend_from_slice(&batch);
@@ -328,6 +339,8 @@ pub(crate) fn enqueue(broker: &Broker, group: &str, records: &[(RecordKey, Optio
 pub(crate) struct LoadedGroup {
     pub(crate) offsets: BTreeMap<(String, i32), CommittedOffset>,
     pub(crate) metadata: Option<GroupValue>,
+    /// Offsets of transactions with no marker yet, by producer id.
+    pub(crate) pending: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 /// Replays one partition of `__consumer_offsets` from its log start to its high watermark.
@@ -349,6 +362,20 @@ pub(crate) async fn load_partition(broker: &Broker, partition: &Partition) -> Re
             })?;
             for (header, bytes) in batches {
                 next = header.base_offset + header.offset_count() as i64;
+                if header.is_control() {
+                    // A transaction marker: that producer's offsets count (commit) or go.
+                    if let Some(commit) = batch::marker_kind(&bytes) {
+                        for group in groups.values_mut() {
+                            if let Some(offsets) = group.pending.remove(&header.producer_id) {
+                                if commit {
+                                    group.offsets.extend(offsets);
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let txn = header.is_transactional().then_some(header.producer_id);
                 let mut buf = bytes;
                 let sets = match RecordBatchDecoder::decode_all(&mut buf) {
                     Ok(sets) => sets,
@@ -358,7 +385,7 @@ pub(crate) async fn load_partition(broker: &Broker, partition: &Partition) -> Re
                     }
                 };
                 for record in sets.into_iter().flat_map(|s| s.records) {
-                    apply(&mut groups, partition.index, record);
+                    apply(&mut groups, partition.index, record, txn);
                 }
             }
         }
@@ -366,7 +393,7 @@ pub(crate) async fn load_partition(broker: &Broker, partition: &Partition) -> Re
     Ok(groups)
 }
 
-fn apply(groups: &mut HashMap<String, LoadedGroup>, partition: i32, record: Record) {
+fn apply(groups: &mut HashMap<String, LoadedGroup>, partition: i32, record: Record, txn: Option<i64>) {
     let Some(key) = record.key else { return };
     let key = match RecordKey::decode(key) {
         Ok(k) => k,
@@ -382,7 +409,10 @@ fn apply(groups: &mut HashMap<String, LoadedGroup>, partition: i32, record: Reco
             Ok(())
         }
         (RecordKey::Offset { topic, partition, .. }, Some(v)) => decode_offset(v, record.offset).map(|o| {
-            group.offsets.insert((topic, partition), o);
+            match txn {
+                Some(producer) => group.pending.entry(producer).or_default().insert((topic, partition), o),
+                None => group.offsets.insert((topic, partition), o),
+            };
         }),
         (RecordKey::Group { .. }, None) => {
             group.metadata = None;

@@ -62,6 +62,13 @@ pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::IncrementalAlterConfigs => (0, 1),
         ApiKey::DescribeCluster => (0, 1),
         ApiKey::InitProducerId => (0, 4),
+        // Transactions without KIP-890's server-side verification (AddPartitionsToTxn v4+,
+        // EndTxn v5+).
+        ApiKey::AddPartitionsToTxn => (0, 3),
+        ApiKey::AddOffsetsToTxn => (0, 3),
+        ApiKey::EndTxn => (0, 3),
+        ApiKey::DescribeTransactions => (0, 0),
+        ApiKey::ListTransactions => (0, 1),
         _ => return crate::groups::handlers::supported_versions(api_key),
     };
     let codec = api_key.valid_versions();
@@ -132,7 +139,22 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
             Reply::Now(Some(ResponseKind::DescribeCluster(describe_cluster::handle(&b, r))))
         }
         RequestKind::InitProducerId(r) => {
-            Reply::Now(Some(ResponseKind::InitProducerId(init_producer_id::handle(&b, r).await)))
+            Reply::Now(Some(ResponseKind::InitProducerId(init_producer_id::handle(&b, r, version).await)))
+        }
+        RequestKind::AddPartitionsToTxn(r) => Reply::Now(Some(ResponseKind::AddPartitionsToTxn(
+            crate::txn::handlers::add_partitions(&b, r, version).await,
+        ))),
+        RequestKind::AddOffsetsToTxn(r) => {
+            Reply::Now(Some(ResponseKind::AddOffsetsToTxn(crate::txn::handlers::add_offsets(&b, r, version).await)))
+        }
+        RequestKind::EndTxn(r) => {
+            Reply::Now(Some(ResponseKind::EndTxn(crate::txn::handlers::end_txn(&b, r, version).await)))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            Reply::Now(Some(ResponseKind::DescribeTransactions(crate::txn::handlers::describe(&b, r))))
+        }
+        RequestKind::ListTransactions(r) => {
+            Reply::Now(Some(ResponseKind::ListTransactions(crate::txn::handlers::list(&b, r))))
         }
         other => match crate::groups::handlers::dispatch(&b, other, version, &client).await {
             Some(response) => Reply::Now(Some(response)),

@@ -18,10 +18,6 @@ use crate::partition::Partition;
 
 pub(super) async fn handle(broker: Arc<Broker>, request: ProduceRequest, _version: i16, client_id: &str) -> Reply {
     let zone = crate::cluster::zones::client_zone(client_id);
-    if request.transactional_id.is_some() {
-        let response = refuse_all(&request, ResponseError::TransactionalIdAuthorizationFailed);
-        return Reply::Now(Some(ResponseKind::Produce(response)));
-    }
     let acks = request.acks;
     if !matches!(acks, -1..=1) {
         let response = refuse_all(&request, ResponseError::InvalidRequiredAcks);

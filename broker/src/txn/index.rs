@@ -39,7 +39,11 @@ impl TxnIndex {
             let Some(commit) = batch::marker_kind(bytes) else { return };
             if let Some(first_offset) = self.open.remove(&h.producer_id) {
                 if !commit {
-                    self.aborted.push(AbortedTxn { producer_id: h.producer_id, first_offset, last_offset: base_offset });
+                    self.aborted.push(AbortedTxn {
+                        producer_id: h.producer_id,
+                        first_offset,
+                        last_offset: base_offset,
+                    });
                 }
             }
         } else {
@@ -117,7 +121,12 @@ mod tests {
     use crate::batch::{encode_marker, Marker};
 
     fn data(pid: i64, transactional: bool) -> (BatchHeader, Bytes) {
-        let b = crate::batch::encode_plain(&[(None, Some(Bytes::from_static(b"v")))], 0, kafka_protocol::records::Compression::None).unwrap();
+        let b = crate::batch::encode_plain(
+            &[(None, Some(Bytes::from_static(b"v")))],
+            0,
+            kafka_protocol::records::Compression::None,
+        )
+        .unwrap();
         let mut h = crate::batch::parse(&b).unwrap();
         h.producer_id = pid;
         if transactional {
@@ -127,7 +136,8 @@ mod tests {
     }
 
     fn marker(pid: i64, commit: bool) -> (BatchHeader, Bytes) {
-        let b = encode_marker(&Marker { producer_id: pid, producer_epoch: 0, commit, coordinator_epoch: 0 }, 0).unwrap();
+        let b =
+            encode_marker(&Marker { producer_id: pid, producer_epoch: 0, commit, coordinator_epoch: 0 }, 0).unwrap();
         (crate::batch::parse(&b).unwrap(), b)
     }
 
