@@ -55,7 +55,8 @@ pub enum Error {
     InvalidAppend { stream_id: u64, reason: String },
 
     /// One record is larger than the WAL can hold (a file-WAL segment); retrying cannot help.
-    #[error("stream {stream_id}: a record of {bytes} bytes does not fit the WAL (at most {limit} bytes)")]
+    /// Sizes are of the framed record.
+    #[error("stream {stream_id}: a record of {bytes} bytes (framed) does not fit the WAL (at most {limit} bytes)")]
     RecordTooLarge { stream_id: u64, bytes: u64, limit: u64 },
 
     #[error("stream {stream_id} is not open on this node")]

@@ -385,8 +385,10 @@ async fn file_wal_rejects_a_record_larger_than_a_segment() {
     let largest = SEGMENT as usize - PADDING_FRAME - FRAME_HEADER_LEN - DATA_BODY_FIXED;
     for len in [largest + 1, SEGMENT as usize, 2 * SEGMENT as usize] {
         match wal.append(record(5, 0, len)) {
-            Err(Error::InvalidAppend { stream_id: 5, .. }) => {}
-            other => panic!("a {len}-byte payload gave {other:?}, expected Err(InvalidAppend)"),
+            Err(Error::RecordTooLarge { stream_id: 5, bytes, limit }) => {
+                assert!(bytes > limit && limit == SEGMENT - PADDING_FRAME as u64, "{bytes} {limit}")
+            }
+            other => panic!("a {len}-byte payload gave {other:?}, expected Err(RecordTooLarge)"),
         }
     }
     // The largest record that fits is accepted, twice: the second rolls to a new segment.
