@@ -6,8 +6,14 @@
 //!
 //! A pass reads the whole partition to learn each key's latest offset, then rewrites the
 //! committed prefix of the log up to a storage range boundary: surviving records are
-//! re-encoded batch by batch (same codec, producer ids, timestamps and headers) and the
-//! storage engine swaps them in atomically.
+//! re-encoded batch by batch (same codec, producer ids, timestamps and headers; a batch that
+//! loses nothing is kept byte for byte) and the storage engine swaps them in atomically.
+//!
+//! Transactions (Kafka's rules): cleaning stops at the last stable offset, so open
+//! transactions are never touched; a transactional record counts as a key's latest only once
+//! its commit marker is seen; records of aborted transactions are removed; markers are kept.
+//! So `__consumer_offsets`, where TxnOffsetCommit writes transactional records, replays to the
+//! same offsets after compaction.
 
 use std::collections::HashMap;
 
@@ -67,30 +73,62 @@ pub async fn compact_partition(
     let (high_watermark, start) = partition.offsets(engine).await?;
     let lag_limit = partition
         .first_offset_newer_than(now_ms.saturating_sub(config.min_compaction_lag_ms))
-        .unwrap_or(high_watermark);
+        .unwrap_or(high_watermark)
+        .min(partition.last_stable_offset(high_watermark));
     let Some(end) = engine.rewrite_boundary(partition.stream_id, lag_limit.max(0) as u64)? else { return Ok(None) };
     if end as i64 <= partition.cleaned_upto() {
         return Ok(None); // nothing new became cleanable since the last pass
     }
-    // Pass 1: each key's latest offset over the whole log.
+    // Pass 1: each key's latest offset over the whole log, counting transactional records once
+    // committed; and the aborted transactions' ranges.
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    let mut open: HashMap<i64, (i64, Vec<(Bytes, i64)>)> = HashMap::new();
+    let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
     let mut offset = start;
     let mut records_read = 0usize;
+    let newest = |latest: &mut HashMap<Bytes, i64>, key: Bytes, offset: i64| {
+        let at = latest.entry(key).or_insert(offset);
+        *at = (*at).max(offset);
+    };
     while offset < high_watermark {
         let read = engine.fetch(partition.stream_id, offset as u64, 8 << 20).await?;
         if read.batches.is_empty() {
             break;
         }
         for b in &read.batches {
+            offset = b.end_offset as i64;
+            let header = batch::parse(&b.payload).map_err(|e| decode_error(b.base_offset, e))?;
+            if header.is_control() {
+                let Some(commit) = batch::marker_kind(&b.payload) else { continue };
+                if let Some((first, records)) = open.remove(&header.producer_id) {
+                    if commit {
+                        for (key, at) in records {
+                            newest(&mut latest, key, at);
+                        }
+                    } else {
+                        aborted.entry(header.producer_id).or_default().push((first, b.base_offset as i64));
+                    }
+                }
+                continue;
+            }
             let (_, records) = records_of(b)?;
-            for r in records.iter().filter(|r| !r.control) {
-                if let Some(key) = &r.key {
-                    latest.insert(key.clone(), r.offset);
+            if header.is_transactional() {
+                let entry = open.entry(header.producer_id).or_insert((b.base_offset as i64, Vec::new()));
+                entry.1.extend(records.into_iter().filter_map(|r| r.key.map(|k| (k, r.offset))));
+                continue;
+            }
+            for r in records {
+                if let Some(key) = r.key {
+                    newest(&mut latest, key, r.offset);
                 }
             }
-            offset = b.end_offset as i64;
         }
     }
+    let was_aborted = |producer_id: i64, offset: i64| {
+        aborted
+            .get(&producer_id)
+            .is_some_and(|ranges| ranges.iter().any(|(first, end)| *first <= offset && offset < *end))
+    };
     // Pass 2: rewrite start..end keeping the survivors.
     let mut rewritten = Vec::new();
     let mut records_kept = 0usize;
@@ -104,9 +142,16 @@ pub async fn compact_partition(
             offset = b.end_offset as i64;
             let (compression, records) = records_of(b)?;
             records_read += records.len();
+            let total = records.len();
             let mut kept: Vec<Record> = records
                 .into_iter()
                 .filter(|r| {
+                    if r.control {
+                        return true; // transaction markers stay
+                    }
+                    if r.transactional && was_aborted(r.producer_id, r.offset) {
+                        return false;
+                    }
                     let Some(key) = &r.key else { return false };
                     if latest.get(key) != Some(&r.offset) {
                         return false;
@@ -119,6 +164,10 @@ pub async fn compact_partition(
                 continue;
             }
             records_kept += kept.len();
+            if kept.len() == total {
+                rewritten.push(b.clone()); // untouched: the very same bytes
+                continue;
+            }
             // The encoder keeps records in one batch while offset - sequence is constant:
             // give records without a producer consecutive sequences ending at -1 as base.
             let first = kept[0].offset;

@@ -109,3 +109,69 @@ async fn compaction_keeps_the_newest_record_per_key() {
     assert_eq!(after.get(&31).and_then(|r| r.1.clone()), Some(Bytes::from("late")));
     running.shutdown().await.unwrap();
 }
+
+/// Every record of the partition: (offset, key, control).
+async fn offsets_and_keys(running: &RunningBroker, topic: &str) -> Vec<(i64, Option<Bytes>, bool)> {
+    let (_, p) = running.broker.partition(topic, 0).unwrap();
+    let (hw, start) = p.offsets(&running.broker.engine).await.unwrap();
+    let read = running.broker.engine.fetch(p.stream_id, start as u64, 1 << 20).await.unwrap();
+    let mut out = Vec::new();
+    for b in read.batches {
+        let mut buf = b.payload.clone();
+        for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+            out.extend(set.records.into_iter().map(|r| (r.offset, r.key, r.control)));
+        }
+    }
+    assert!(out.last().is_none_or(|r| r.0 < hw));
+    out
+}
+
+#[tokio::test]
+async fn compaction_respects_transactions() {
+    use automq_broker::batch::{encode_for, Marker};
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let config = BrokerConfig::embedded(dir.path(), any, any);
+    let running = RunningBroker::start(config.clone()).await.unwrap();
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        ("min.compaction.lag.ms".to_string(), "0".to_string()),
+    ]);
+    let topic = running.broker.create_topic("changelog", 1, configs, false).await.unwrap();
+    let p = running.broker.wait_led("changelog", 0, std::time::Duration::from_secs(10)).await.unwrap();
+    let engine = &running.broker.engine;
+    let txn = |pid: i64, key: &str, value: &str| {
+        let records = [(Some(Bytes::from(key.to_string())), Some(Bytes::from(value.to_string())))];
+        encode_for(&records, now_ms(), Compression::None, Some((pid, 0))).unwrap()
+    };
+    let marker = |pid: i64, commit: bool| Marker { producer_id: pid, producer_epoch: 0, commit, coordinator_epoch: 0 };
+    let cfg = &topic.config;
+    p.append(engine, batch(&[(Some("k1"), Some("a"))], Compression::None), cfg, now_ms()).await.unwrap(); // 0
+    p.append(engine, txn(101, "k1", "b"), cfg, now_ms()).await.unwrap(); // 1: committed below
+    p.write_marker(engine, &marker(101, true), now_ms()).await.unwrap(); // 2
+    p.append(engine, txn(102, "k2", "x"), cfg, now_ms()).await.unwrap(); // 3: aborted below
+    p.write_marker(engine, &marker(102, false), now_ms()).await.unwrap(); // 4
+    p.append(engine, batch(&[(Some("k2"), Some("p"))], Compression::None), cfg, now_ms()).await.unwrap(); // 5
+    engine.flush().await.unwrap(); // (compaction rewrites whole uploaded ranges: one ends here)
+    p.append(engine, txn(103, "k1", "open"), cfg, now_ms()).await.unwrap(); // 6: still open
+    p.append(engine, batch(&[(Some("k3"), Some("q"))], Compression::None), cfg, now_ms()).await.unwrap(); // 7
+    assert_eq!(p.last_stable_offset(8), 6);
+    engine.flush().await.unwrap();
+
+    let stats =
+        automq_broker::cleaner::compact_partition(engine, &p, cfg, now_ms()).await.unwrap().expect("a pass ran");
+    assert!(stats.cleaned_upto <= 6, "cleaning stops at the last stable offset: {stats:?}");
+    let keys = |v: &[(i64, Option<Bytes>, bool)]| -> Vec<(i64, bool)> { v.iter().map(|(o, _, c)| (*o, *c)).collect() };
+    let after = offsets_and_keys(&running, "changelog").await;
+    // k1@0 is superseded by the committed k1@1; the aborted k2@3 is gone; markers stay; the
+    // open transaction and what follows are untouched.
+    assert_eq!(keys(&after), vec![(1, false), (2, true), (4, true), (5, false), (6, false), (7, false)], "{after:?}");
+    running.shutdown().await.unwrap();
+
+    // Reopened, the partition still knows producer 103's transaction is open.
+    let running = RunningBroker::start(config).await.unwrap();
+    let p = running.broker.wait_led("changelog", 0, std::time::Duration::from_secs(10)).await.unwrap();
+    assert_eq!(p.last_stable_offset(8), 6);
+    assert_eq!(p.open_transactions(), vec![(103, 6)]);
+    running.shutdown().await.unwrap();
+}
