@@ -4,6 +4,7 @@ topic moved to the other pool mid-traffic (an IncrementalAlterConfigs of `automq
 
 import time
 
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
                                   NewTopic)
 
@@ -64,3 +65,47 @@ def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cl
     w.stop()
     report = w.audit()
     print(f"cdc moved to brokers 1003-1004 mid-traffic; {report}")
+
+
+def test_a_transaction_spans_topics_of_both_pools(make_cluster):
+    """One transaction writes to a topic of the S3-WAL pool and one of the file-WAL pool (their
+    leaders are different brokers, so the markers cross brokers): read_committed consumers see
+    both topics' records after the commit and none of an aborted transaction."""
+    c = make_cluster(wal="s3", store="file")
+    for i in (1, 2):
+        c.add(i, args=RULES)
+    for i in (3, 4):
+        c.add(i, pool="latency", wal="file", args=[*RULES, "--node-id-base", "1000"])
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+    for f in admin.create_topics([NewTopic("cdc.orders", 2, 1), NewTopic("outbox.orders", 2, 1)]).values():
+        f.result(30)
+    wait_until(lambda: (lambda m: m.get("cdc.orders") == {1, 2} and m.get("outbox.orders") == LATENCY)(
+        leaders_by_topic(c)), "each topic led by its pool", timeout=30)
+    p = Producer({"bootstrap.servers": c.bootstrap(), "transactional.id": "orders-service"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for n in range(10):
+        p.produce("cdc.orders", f"aborted-{n}".encode(), partition=n % 2)
+        p.produce("outbox.orders", f"aborted-{n}".encode(), partition=n % 2)
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for n in range(10):
+        p.produce("cdc.orders", f"order-{n}".encode(), partition=n % 2)
+        p.produce("outbox.orders", f"event-{n}".encode(), partition=n % 2)
+    p.commit_transaction(30)
+
+    consumer = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "both-pools", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe(["cdc.orders", "outbox.orders"])
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < 20 and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                got.append((m.topic(), m.value().decode()))
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted([("cdc.orders", f"order-{n}") for n in range(10)]
+                                 + [("outbox.orders", f"event-{n}") for n in range(10)]), got
