@@ -22,6 +22,7 @@ pub mod link;
 pub mod metrics;
 pub mod partition;
 pub mod producers;
+pub mod security;
 pub mod server;
 pub mod topics;
 pub mod txn;
