@@ -104,6 +104,10 @@ pub struct Broker {
     pub(crate) moving: Mutex<std::collections::HashSet<(String, i32)>>,
     /// Transaction indexes of partitions served from the bucket (zone-local fetches).
     pub(crate) bucket_txns: crate::txn::index::BucketTxns,
+    /// Failed authentications by client address (they are slowed down).
+    pub(crate) auth_throttle: crate::security::sasl::AuthThrottle,
+    /// The SASL mechanisms the listener requires (empty: none).
+    pub sasl: Vec<crate::security::sasl::SaslMechanism>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
@@ -126,6 +130,10 @@ impl Broker {
         let clock: SharedClock = clock::system();
         let wal_choice = config.wal_choice().map_err(Error::Config)?;
         config.pool_rules().map_err(Error::Config)?;
+        let sasl = config.sasl().map_err(Error::Config)?;
+        if config.sasl_bootstrap_user.is_some() && config.sasl_bootstrap_password.is_none() {
+            return Err(Error::Config("--sasl-bootstrap-user needs AUTOMQ_SASL_BOOTSTRAP_PASSWORD".into()));
+        }
         if let WalChoice::File(dir) = &wal_choice {
             config.file_wal_config(dir).map_err(Error::Config)?;
         }
@@ -182,6 +190,8 @@ impl Broker {
             config,
             moving: Mutex::new(Default::default()),
             bucket_txns: Default::default(),
+            auth_throttle: Default::default(),
+            sasl,
         });
         let _ = slot.set(broker.clone());
         broker.sync_topics();

@@ -108,6 +108,22 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_OFFSETS_TOPIC_PARTITIONS", default_value_t = 8)]
     pub offsets_topic_partitions: i32,
 
+    /// SASL mechanisms clients must authenticate with (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
+    /// comma-separated; none (the default) leaves the listener unauthenticated (PLAINTEXT).
+    /// Users are SCRAM credentials in the cluster (AlterUserScramCredentials); PLAIN checks
+    /// passwords against them.
+    #[arg(long, env = "AUTOMQ_SASL_MECHANISMS", value_delimiter = ',')]
+    pub sasl_mechanisms: Vec<String>,
+
+    /// A user created at start when it has no credentials yet (the cluster's first user), with
+    /// the password in AUTOMQ_SASL_BOOTSTRAP_PASSWORD.
+    #[arg(long, env = "AUTOMQ_SASL_BOOTSTRAP_USER")]
+    pub sasl_bootstrap_user: Option<String>,
+
+    /// The bootstrap user's password (from the environment: never on a command line).
+    #[arg(skip = std::env::var("AUTOMQ_SASL_BOOTSTRAP_PASSWORD").ok())]
+    pub sasl_bootstrap_password: Option<String>,
+
     /// Partitions of the internal transaction state topic (created on first use).
     #[arg(long, env = "AUTOMQ_TRANSACTION_STATE_PARTITIONS", default_value_t = 8)]
     pub transaction_state_partitions: i32,
@@ -150,6 +166,20 @@ impl BrokerConfig {
         config.listen = listen;
         config.http_listen = http_listen;
         config
+    }
+
+    /// The SASL mechanisms the listener requires (empty: none).
+    pub fn sasl(&self) -> Result<Vec<crate::security::sasl::SaslMechanism>, String> {
+        self.sasl_mechanisms
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                crate::security::sasl::SaslMechanism::parse(m).ok_or_else(|| {
+                    format!("--sasl-mechanisms: unknown mechanism {m:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+                })
+            })
+            .collect()
     }
 
     /// The node id this broker runs as: `--node-id` plus `--node-id-base`.

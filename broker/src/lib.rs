@@ -72,6 +72,13 @@ impl RunningBroker {
         // Clients that connect meanwhile wait in the listen backlog until the broker leads
         // what it is assigned, instead of being told NOT_LEADER_OR_FOLLOWER.
         broker.wait_ready(std::time::Duration::from_secs(30)).await;
+        if let (Some(user), Some(password)) =
+            (&broker.config.sasl_bootstrap_user, &broker.config.sasl_bootstrap_password)
+        {
+            security::credentials::bootstrap(&broker, user, password)
+                .await
+                .map_err(|e| error::Error::Config(format!("cannot create the bootstrap user {user:?}: {e}")))?;
+        }
         tasks.push(tokio::spawn(server::serve(kafka, broker.clone(), rx.clone())));
         let cleaner = broker.clone();
         let mut cleaner_rx = rx.clone();

@@ -24,6 +24,12 @@ pub struct TopicLabels {
     pub topic: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub mechanism: String,
+    pub result: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerMetrics {
     pub requests: Family<ApiLabels, Counter>,
@@ -39,6 +45,8 @@ pub struct BrokerMetrics {
     pub partition_close_seconds: Histogram,
     /// Transactions this coordinator aborted because they outlived their timeout.
     pub txn_timeouts: Counter,
+    /// SASL authentications by mechanism and result.
+    pub authentications: Family<AuthLabels, Counter>,
     /// The cluster as this broker sees it.
     pub cluster: ClusterMetrics,
 }
@@ -75,6 +83,7 @@ impl BrokerMetrics {
             partition_open_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             partition_close_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             txn_timeouts: Counter::default(),
+            authentications: Family::default(),
             cluster: ClusterMetrics::default(),
         };
         let c = &m.cluster;
@@ -128,6 +137,11 @@ impl BrokerMetrics {
             "Transactions this coordinator aborted because they outlived transaction.timeout.ms",
             m.txn_timeouts.clone(),
         );
+        registry.register(
+            "automq_broker_authentications",
+            "SASL authentications by mechanism and result (success, failure)",
+            m.authentications.clone(),
+        );
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(
             "automq_broker_request_errors",
@@ -163,6 +177,13 @@ impl BrokerMetrics {
 
     pub fn partition_closed(&self, took: std::time::Duration) {
         self.partition_close_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn authentication(&self, mechanism: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.authentications
+            .get_or_create(&AuthLabels { mechanism: mechanism.to_string(), result: result.into() })
+            .inc();
     }
 
     pub fn error(&self, api: &str, code: kafka_protocol::ResponseError) {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
+use crate::security::sasl::{SaslSession, Step};
 
 /// Replies queued per connection before the reader stops taking requests.
 const MAX_IN_FLIGHT: usize = 64;
@@ -171,6 +172,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     });
     let max = broker.config.max_request_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
+    // With SASL, nothing but ApiVersions and the exchange itself until authenticated.
+    let mut sasl = (!broker.sasl.is_empty()).then(SaslSession::default);
     // Until the client closes, a read fails, or the connection idles past the limit.
     while let Ok(Ok(size)) = tokio::time::timeout(idle, reader.read_i32()).await {
         if size < 0 || size as usize > max {
@@ -199,6 +202,29 @@ async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
         {
             // The UNSUPPORTED_VERSION answer goes out in v0, which every client reads.
             version = 0;
+        }
+        if let Some(session) = sasl.as_mut().filter(|s| s.principal().is_none()) {
+            let (reply, close) = match request.body {
+                RequestKind::ApiVersions(_) => (handlers::dispatch(&broker, request).await, false),
+                RequestKind::SaslHandshake(r) => {
+                    let response = session.handshake(&broker.sasl, &r);
+                    let failed = response.error_code != 0;
+                    (Reply::Now(Some(ResponseKind::SaslHandshake(response))), failed)
+                }
+                RequestKind::SaslAuthenticate(r) => {
+                    let (response, step) = session.authenticate(&broker, Some(peer.ip()), &r).await;
+                    (Reply::Now(Some(ResponseKind::SaslAuthenticate(response))), step == Step::Failed)
+                }
+                _ => {
+                    broker.metrics.authentication("none", false);
+                    tracing::warn!(api = ?api_key, "request before authentication; closing the connection");
+                    break;
+                }
+            };
+            if tx.send(Queued { api_key, version, correlation_id, reply }).await.is_err() || close {
+                break;
+            }
+            continue;
         }
         let reply = handlers::dispatch(&broker, request).await;
         if tx.send(Queued { api_key, version, correlation_id, reply }).await.is_err() {

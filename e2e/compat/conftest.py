@@ -191,14 +191,14 @@ def _s3_endpoint():
 
 @pytest.fixture
 def make_broker(request, tmp_path):
-    """Factory: make_broker(wal="file"|"s3", args=[...]) starts a broker and returns it."""
+    """Factory: make_broker(wal="file"|"s3", args=[...], env={...}) starts a broker and returns it."""
     brokers = []
     request.node._automq_brokers = brokers
 
-    def make(wal="file", args=(), name=None):
+    def make(wal="file", args=(), name=None, env=None):
         name = name or f"{wal}-{len(brokers)}"
         extra_args = list(args)
-        extra_env = {}
+        extra_env = dict(env or {})
         if wal == "s3":
             endpoint = _s3_endpoint()
             prefix = f"e2e-{uuid.uuid4().hex[:12]}"
@@ -206,7 +206,7 @@ def make_broker(request, tmp_path):
                 "--wal", "s3",
                 "--object-store", f"s3://{S3_BUCKET}/{prefix}?endpoint={endpoint}&region=us-east-1",
             ]
-            extra_env = {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+            extra_env.update({"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY})
         elif wal != "file":
             raise ValueError(f"unknown WAL {wal!r}")
         root = tmp_path / f"broker-{name}"

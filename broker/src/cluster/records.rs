@@ -189,9 +189,12 @@ impl ClusterView {
                 Err(e) => tracing::error!(key = %k, error = %e, "unreadable assignment record"),
             }
         }
-        // Topic links: kept raw, parsed where used (crate::link).
-        for (k, v) in scan(state, crate::link::LINK_PREFIX) {
-            view.raw.insert(k.clone(), v.clone());
+        // Topic links and SCRAM credentials: kept raw, parsed where used (crate::link,
+        // crate::security::credentials).
+        for prefix in [crate::link::LINK_PREFIX, crate::security::credentials::PREFIX] {
+            for (k, v) in scan(state, prefix) {
+                view.raw.insert(k.clone(), v.clone());
+            }
         }
         for (k, v) in scan(state, KV_PREFIX) {
             match serde_json::from_str::<TopicMeta>(v) {

@@ -68,6 +68,12 @@ pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::AddOffsetsToTxn => (0, 3),
         ApiKey::EndTxn => (0, 3),
         ApiKey::DescribeTransactions => (0, 0),
+        // SASL with KIP-43 framing (SaslAuthenticate). v0 is listed because librdkafka checks
+        // for it, but a client that then sends raw (unframed) tokens is disconnected.
+        ApiKey::SaslHandshake => (0, 1),
+        ApiKey::SaslAuthenticate => (0, 2),
+        ApiKey::DescribeUserScramCredentials => (0, 0),
+        ApiKey::AlterUserScramCredentials => (0, 0),
         ApiKey::ListTransactions => (0, 1),
         _ => return crate::groups::handlers::supported_versions(api_key),
     };
@@ -153,6 +159,32 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
         RequestKind::DescribeTransactions(r) => {
             Reply::Now(Some(ResponseKind::DescribeTransactions(crate::txn::handlers::describe(&b, r))))
         }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::Now(Some(ResponseKind::DescribeUserScramCredentials(crate::security::credentials::describe(&b, r))))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::Now(Some(ResponseKind::AlterUserScramCredentials(crate::security::credentials::alter(&b, r).await)))
+        }
+        // The connection answers these itself while authenticating (server.rs); here they come
+        // on a listener without SASL, or after authentication.
+        RequestKind::SaslHandshake(_) => {
+            let names = b.sasl.iter().map(|m| StrBytes::from_static_str(m.name())).collect();
+            let code = if b.sasl.is_empty() {
+                ResponseError::UnsupportedSaslMechanism
+            } else {
+                ResponseError::IllegalSaslState
+            };
+            Reply::Now(Some(ResponseKind::SaslHandshake(
+                kafka_protocol::messages::SaslHandshakeResponse::default()
+                    .with_error_code(code.code())
+                    .with_mechanisms(names),
+            )))
+        }
+        RequestKind::SaslAuthenticate(_) => Reply::Now(Some(ResponseKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(ResponseError::IllegalSaslState.code())
+                .with_error_message(Some(StrBytes::from_static_str("no SASL exchange in progress"))),
+        ))),
         RequestKind::ListTransactions(r) => {
             Reply::Now(Some(ResponseKind::ListTransactions(crate::txn::handlers::list(&b, r))))
         }

@@ -1,6 +1,10 @@
 //! Authentication for Kafka clients (issue 12, in progress).
 //!
 //! - [`scram`]: SCRAM-SHA-256/512 credentials (salted and hashed) and the server side of the
-//!   exchange; SASL/PLAIN passwords are checked against the same credentials.
+//!   exchange.
+//! - [`credentials`]: the credentials in cluster metadata, Alter/DescribeUserScramCredentials.
+//! - [`sasl`]: SASL/PLAIN and SASL/SCRAM on a connection, failed attempts slowed down.
 
+pub mod credentials;
+pub mod sasl;
 pub mod scram;
