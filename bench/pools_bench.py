@@ -14,9 +14,12 @@ Phases, side by side on the same processes:
      bulk traffic: what the latency-sensitive topic would see sharing the S3-WAL brokers.
 
 Reported: p50/p99/max latency per phase and the ratios B/A and C/A, the bulk throughput, and
-that nothing the probe sent was lost (every record acknowledged). On a 2-core machine the bulk
-producers and brokers share the cores with the probe, so B/A includes CPU contention that
-separate machines would not have.
+that nothing the probe sent was lost (every record acknowledged).
+
+In production the pools run on different machines. Here they share the cores, so by default
+(`--pin`) the latency pool's brokers and the probe are pinned to one half of the CPUs and the
+bulk pool's brokers and producers to the other, as separate nodes would be; `--no-pin` shows
+what sharing every core costs.
 """
 
 import argparse
@@ -48,8 +51,14 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round((len(xs) - 1) * q)))] if xs else float("nan")
 
 
+def cpu_halves():
+    cpus = sorted(os.sched_getaffinity(0))
+    half = max(1, len(cpus) // 2)
+    return set(cpus[:half]), set(cpus[half:]) or set(cpus[:half])
+
+
 class Node:
-    def __init__(self, binary, node_id, pool, wal, work, store, env):
+    def __init__(self, binary, node_id, pool, wal, work, store, env, cpus=None):
         self.id, self.pool = node_id, pool
         self.port, self.http_port = free_port(), free_port()
         self.args = [binary, "--node-id", str(node_id), "--pool", pool, "--wal", wal,
@@ -57,8 +66,9 @@ class Node:
                      "--listen", f"127.0.0.1:{self.port}", "--http-listen", f"127.0.0.1:{self.http_port}",
                      *RULES]
         self.log = open(work / f"node-{node_id}.log", "ab")
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, **env))
+                                     env=dict(os.environ, **env), preexec_fn=pin)
 
     def state(self):
         import json
@@ -121,8 +131,10 @@ class Probe:
         return [lat for t, lat in self.samples if start <= t < end]
 
 
-def bulk_worker(bootstrap, seconds, out):
+def bulk_worker(bootstrap, seconds, out, cpus=None):
     """One bulk producer process: 16 KiB records as fast as the cluster takes them."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20, "batch.size": 1 << 20,
                   "compression.type": "none", "queue.buffering.max.kbytes": 64 << 10, "log_level": 3})
     acked = [0]
@@ -143,9 +155,9 @@ def bulk_worker(bootstrap, seconds, out):
     out.put((acked[0], time.monotonic() - start))
 
 
-def run_bulk(bootstrap, procs, seconds):
+def run_bulk(bootstrap, procs, seconds, cpus=None):
     q = multiprocessing.Queue()
-    workers = [multiprocessing.Process(target=bulk_worker, args=(bootstrap, seconds, q)) for _ in range(procs)]
+    workers = [multiprocessing.Process(target=bulk_worker, args=(bootstrap, seconds, q, cpus)) for _ in range(procs)]
     for w in workers:
         w.start()
     return workers, q
@@ -158,17 +170,28 @@ def main():
     ap.add_argument("--seconds", type=int, default=15, help="length of each phase")
     ap.add_argument("--rate", type=int, default=200, help="outbox records per second")
     ap.add_argument("--bulk-procs", type=int, default=2)
+    ap.add_argument("--bucket-dir", help="put the local-directory bucket here (e.g. under /dev/shm, so that "
+                    "the bulk pool's uploads do not compete with the file WAL's fsyncs for the disk, as a "
+                    "remote object store would not)")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="pin each pool (and its clients) to its own half of the CPUs, as separate nodes")
     args = ap.parse_args()
+    latency_cpus, bulk_cpus = cpu_halves() if args.pin else (None, None)
+    if latency_cpus:
+        os.sched_setaffinity(0, latency_cpus)  # the probe runs here
     work = Path(tempfile.mkdtemp(prefix="automq-pools-bench-"))
     if args.s3:
         store = f"s3://automq-test/pools-{uuid.uuid4().hex[:8]}?endpoint={args.s3}&region=us-east-1"
         env = {"AWS_ACCESS_KEY_ID": "automq", "AWS_SECRET_ACCESS_KEY": "automq-test-secret"}
     else:
-        (work / "bucket").mkdir()
-        store, env = f"file://{work / 'bucket'}", {}
-    nodes = [Node(args.bin, 1, "bulk", "s3", work, store, env), Node(args.bin, 2, "bulk", "s3", work, store, env),
-             Node(args.bin, 3, "latency", "file", work, store, env),
-             Node(args.bin, 4, "latency", "file", work, store, env)]
+        bucket = Path(tempfile.mkdtemp(prefix="automq-pools-bucket-", dir=args.bucket_dir)) if args.bucket_dir \
+            else work / "bucket"
+        bucket.mkdir(exist_ok=True)
+        store, env = f"file://{bucket}", {}
+    nodes = [Node(args.bin, 1, "bulk", "s3", work, store, env, bulk_cpus),
+             Node(args.bin, 2, "bulk", "s3", work, store, env, bulk_cpus),
+             Node(args.bin, 3, "latency", "file", work, store, env, latency_cpus),
+             Node(args.bin, 4, "latency", "file", work, store, env, latency_cpus)]
     probe = None
     try:
         for n in nodes:
@@ -187,7 +210,7 @@ def main():
         time.sleep(args.seconds)
         a1 = time.monotonic()
 
-        workers, q = run_bulk(bootstrap, args.bulk_procs, 3 * args.seconds + 10)
+        workers, q = run_bulk(bootstrap, args.bulk_procs, 3 * args.seconds + 10, bulk_cpus)
         time.sleep(3)  # bulk producers at full speed
         b0 = time.monotonic()
         time.sleep(args.seconds)
@@ -213,10 +236,12 @@ def main():
         probe.thread.join(70)
 
         phases = {"A": probe.window(a0, a1), "B": probe.window(b0, b1), "C": probe.window(c0, c1)}
-        wal = "SeaweedFS" if args.s3 else "a local directory"
+        wal = "SeaweedFS" if args.s3 else f"a local directory ({store[len('file://'):]})"
         print(f"pools: bulk = 2 S3-WAL brokers, latency = 2 file-WAL brokers; bucket on {wal}; "
               f"outbox probe {args.rate} records/s of 200 B (acks=all, linger 0); "
-              f"{args.bulk_procs} bulk producer processes of 16 KiB records; {args.seconds} s per phase")
+              f"{args.bulk_procs} bulk producer processes of 16 KiB records; {args.seconds} s per phase; "
+              + (f"latency pool + probe on CPUs {sorted(latency_cpus)}, bulk pool + producers on {sorted(bulk_cpus)}"
+                 if latency_cpus else "every process on every CPU"))
         base = pct(phases["A"], .99)
         labels = {"A": "outbox on the file-WAL pool, alone (anchor)",
                   "B": "outbox on the file-WAL pool, bulk pool saturated",
@@ -238,6 +263,11 @@ def main():
             if n.proc.poll() is None:
                 n.proc.send_signal(signal.SIGKILL)
                 n.proc.wait()
+        if args.bucket_dir and not args.s3:
+            import shutil
+            shutil.rmtree(store[len("file://"):], ignore_errors=True)
+        import shutil as _shutil
+        _shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -185,14 +185,42 @@ def test_exactly_once_pipeline_survives_a_killed_coordinator_a_paused_broker_and
     # Input keeps arriving through the faults (about 150 records/s), as a live stream does.
     feeder_done = threading.Event()
 
+    feeder_restarts = []
+
     def feed():
-        p = Producer({"bootstrap.servers": c.bootstrap(), "enable.idempotence": True, "linger.ms": 5,
-                      "message.timeout.ms": 120000, "topic.metadata.refresh.interval.ms": 1000})
-        for n in range(RECORDS):
-            p.produce(IN, f"v{n:06d}".encode(), key=str(n).encode(), partition=n % PARTITIONS)
-            p.poll(0)
-            time.sleep(1 / 150)
-        assert p.flush(120) == 0
+        acked = set()
+
+        def producer():
+            return Producer({"bootstrap.servers": c.bootstrap(), "enable.idempotence": True, "linger.ms": 5,
+                             "message.timeout.ms": 120000, "topic.metadata.refresh.interval.ms": 1000})
+
+        def done(err, msg):
+            if err is None:
+                acked.add(int(msg.value()[1:]))
+
+        p = producer()
+        n = 0
+        while n < RECORDS or len(acked) < RECORDS:
+            try:
+                if n < RECORDS:
+                    p.produce(IN, f"v{n:06d}".encode(), key=str(n).encode(), partition=n % PARTITIONS,
+                              on_delivery=done)
+                    n += 1
+                    p.poll(0)
+                    time.sleep(1 / 150)
+                else:
+                    p.flush(120)
+                    missing = [m for m in range(RECORDS) if m not in acked]
+                    assert not missing or not p.flush(0), f"records never acknowledged: {missing[:5]}"
+            except KafkaException as e:
+                # A fatal idempotence error (seen once in CI under these faults, see NOTES.md):
+                # a new producer re-sends what was not acknowledged. The audit below compares
+                # the output with the input as written, so a re-sent record is still checked.
+                feeder_restarts.append(str(e))
+                p = producer()
+                for m in [m for m in range(n) if m not in acked]:
+                    p.produce(IN, f"v{m:06d}".encode(), key=str(m).encode(), partition=m % PARTITIONS,
+                              on_delivery=done)
         feeder_done.set()
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -230,7 +258,10 @@ def test_exactly_once_pipeline_survives_a_killed_coordinator_a_paused_broker_and
     feeder.join(120)
     assert feeder_done.is_set(), "the input producer did not finish"
     # Until every input record is processed and its offset committed.
-    ends = {p: RECORDS // PARTITIONS + (1 if p < RECORDS % PARTITIONS else 0) for p in range(PARTITIONS)}
+    inputs = read_all(c.bootstrap(), IN, "read_uncommitted")
+    ends = {p: 0 for p in range(PARTITIONS)}
+    for part, offset, _ in inputs:
+        ends[part] = max(ends[part], offset + 1)
     wait_until(lambda: pipeline.errors or committed_offsets(c.bootstrap()) == ends,
                "the pipeline to commit the input's end", timeout=180)
     pipeline.stop.set()
@@ -239,17 +270,19 @@ def test_exactly_once_pipeline_survives_a_killed_coordinator_a_paused_broker_and
 
     committed = read_all(c.bootstrap(), OUT, "read_committed")
     values = [v for _, _, v in committed]
-    expected = sorted(f"out-v{n:06d}" for n in range(RECORDS))
-    dupes = sorted({v for v in values if values.count(v) > 1})[:5]
-    assert not dupes, f"records delivered twice to read_committed consumers: {dupes}"
+    expected = sorted("out-" + v for _, _, v in inputs)
+    assert len(expected) >= RECORDS and {v[1:] for _, _, v in inputs} >= {f"{n:06d}" for n in range(RECORDS)}
+    dupes = sorted({v for v in values if values.count(v) > expected.count(v)})[:5]
+    assert not dupes, f"records delivered more often than they were input, to read_committed consumers: {dupes}"
     assert sorted(values) == expected, (f"{len(set(expected) - set(values))} input records missing from the "
                                         f"output, e.g. {sorted(set(expected) - set(values))[:5]}")
-    # Per input partition, the output keeps the input's order.
+    # Each output partition is its input partition, transformed, in order.
     for part in range(PARTITIONS):
-        seq = [v for p, _, v in committed if p == part]
-        assert seq == sorted(seq), f"output partition {part} out of order"
+        want = ["out-" + v for p, _, v in sorted(inputs, key=lambda r: r[1]) if p == part]
+        got = [v for p, _, v in sorted(committed, key=lambda r: r[1]) if p == part]
+        assert got == want, f"output partition {part} is not its input, in order"
     uncommitted = read_all(c.bootstrap(), OUT, "read_uncommitted")
     assert len(uncommitted) > len(values), "the aborted attempts' records are in the log (read_uncommitted)"
-    print(f"exactly-once audit: {RECORDS} records, {pipeline.commits} transactions committed, "
+    print(f"exactly-once audit: {len(inputs)} input records ({len(feeder_restarts)} input producer restarts), {pipeline.commits} transactions committed, "
           f"{pipeline.aborts} aborted, {pipeline.restarts} producer restarts; read_uncommitted sees "
           f"{len(uncommitted)} records (aborted attempts included), read_committed exactly {len(values)}")

@@ -20,6 +20,9 @@ pub const BROKER_SETTINGS: &[&str] = &[
     "heartbeat-interval-ms",
     "session-timeout-ms",
     "controller-timeout-ms",
+    "file-wal-segment-bytes",
+    "transaction-state-partitions",
+    "transaction-max-timeout-ms",
 ];
 
 /// Query-node flags a user may set (`automq-query-node --help`).
