@@ -245,7 +245,25 @@ impl Partition {
                 match state.producers.check(h) {
                     Ok(SequenceCheck::Append) => {}
                     Ok(SequenceCheck::Duplicate { base_offset }) => {
+                        // A retry of a batch already in the log: answered with its offset, but
+                        // only once the original is durable (it may still be on its way to the
+                        // WAL; acknowledging the retry first would acknowledge a write a crash
+                        // can still lose). The stream closing first: NOT_LEADER, and the client
+                        // retries where the partition went.
                         first.get_or_insert(base_offset);
+                        let end = (base_offset + h.offset_count() as i64) as u64;
+                        let stream_id = self.stream_id;
+                        let mut durable_end = engine.subscribe(stream_id)?;
+                        pending.push(Box::pin(async move {
+                            loop {
+                                if *durable_end.borrow_and_update() >= end {
+                                    return Ok(());
+                                }
+                                if durable_end.changed().await.is_err() {
+                                    return Err(automq_storage::Error::StreamNotOpen { stream_id });
+                                }
+                            }
+                        }));
                         continue;
                     }
                     Err((code, message)) => return Err(Error::kafka(code, message)),
