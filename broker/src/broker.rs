@@ -108,6 +108,8 @@ pub struct Broker {
     pub(crate) auth_throttle: crate::security::sasl::AuthThrottle,
     /// The SASL mechanisms the listener requires (empty: none).
     pub sasl: Vec<crate::security::sasl::SaslMechanism>,
+    /// TLS on the Kafka listener.
+    pub tls: Option<crate::security::tls::ServerTls>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
@@ -131,6 +133,10 @@ impl Broker {
         let wal_choice = config.wal_choice().map_err(Error::Config)?;
         config.pool_rules().map_err(Error::Config)?;
         let sasl = config.sasl().map_err(Error::Config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::security::tls::ServerTls::load(cert, key).map_err(Error::Config)?),
+            _ => None,
+        };
         if config.sasl_bootstrap_user.is_some() && config.sasl_bootstrap_password.is_none() {
             return Err(Error::Config("--sasl-bootstrap-user needs AUTOMQ_SASL_BOOTSTRAP_PASSWORD".into()));
         }
@@ -192,6 +198,7 @@ impl Broker {
             bucket_txns: Default::default(),
             auth_throttle: Default::default(),
             sasl,
+            tls,
         });
         let _ = slot.set(broker.clone());
         broker.sync_topics();

@@ -108,6 +108,15 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_OFFSETS_TOPIC_PARTITIONS", default_value_t = 8)]
     pub offsets_topic_partitions: i32,
 
+    /// TLS on the Kafka listener: the certificate chain (PEM). With --tls-key; reloaded when the
+    /// files change. With --sasl-mechanisms the listener is SASL_SSL, else SSL.
+    #[arg(long, env = "AUTOMQ_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "AUTOMQ_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// SASL mechanisms clients must authenticate with (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
     /// comma-separated; none (the default) leaves the listener unauthenticated (PLAINTEXT).
     /// Users are SCRAM credentials in the cluster (AlterUserScramCredentials); PLAIN checks

@@ -47,6 +47,8 @@ pub struct BrokerMetrics {
     pub txn_timeouts: Counter,
     /// SASL authentications by mechanism and result.
     pub authentications: Family<AuthLabels, Counter>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
     /// The cluster as this broker sees it.
     pub cluster: ClusterMetrics,
 }
@@ -84,6 +86,7 @@ impl BrokerMetrics {
             partition_close_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             txn_timeouts: Counter::default(),
             authentications: Family::default(),
+            tls_handshake_failures: Counter::default(),
             cluster: ClusterMetrics::default(),
         };
         let c = &m.cluster;
@@ -141,6 +144,11 @@ impl BrokerMetrics {
             "automq_broker_authentications",
             "SASL authentications by mechanism and result (success, failure)",
             m.authentications.clone(),
+        );
+        registry.register(
+            "automq_broker_tls_handshake_failures",
+            "TLS handshakes on the Kafka listener that failed or timed out",
+            m.tls_handshake_failures.clone(),
         );
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(

@@ -108,7 +108,8 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, broker.clone()));
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(accept(stream, peer, broker.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -116,6 +117,25 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
                 }
             },
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs one connection, after the TLS handshake when the listener has TLS.
+async fn accept(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let Some(tls) = &broker.tls else {
+        return connection(stream, peer, broker).await;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+        Ok(Ok(stream)) => connection(stream, peer, broker).await,
+        Ok(Err(e)) => {
+            broker.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            broker.metrics.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
 }
@@ -137,11 +157,13 @@ struct Queued {
 }
 
 #[tracing::instrument(skip_all, fields(peer = %peer))]
-async fn connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+async fn connection<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     broker.metrics.connections.inc();
     let _gauge = ConnectionGauge(broker.clone());
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Queued>(MAX_IN_FLIGHT);
     let writer_broker = broker.clone();
     let writer_task = tokio::spawn(async move {

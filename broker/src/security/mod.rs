@@ -4,7 +4,9 @@
 //!   exchange.
 //! - [`credentials`]: the credentials in cluster metadata, Alter/DescribeUserScramCredentials.
 //! - [`sasl`]: SASL/PLAIN and SASL/SCRAM on a connection, failed attempts slowed down.
+//! - [`tls`]: TLS on the listener, the certificate reloaded when its files change.
 
 pub mod credentials;
 pub mod sasl;
 pub mod scram;
+pub mod tls;
