@@ -405,6 +405,27 @@ impl Partition {
         Ok(base)
     }
 
+    /// Calls `f` with every batch of the log, in order, from its start to the high watermark:
+    /// how the coordinators of the internal topics rebuild their state.
+    pub async fn replay(&self, engine: &StreamEngine, mut f: impl FnMut(&BatchHeader, Bytes)) -> Result<()> {
+        let (high_watermark, log_start) = self.offsets(engine).await?;
+        let mut next = log_start;
+        while next < high_watermark {
+            let read = self.read(engine, next, 1 << 20).await?;
+            if read.records.is_empty() {
+                break;
+            }
+            let batches = batch::split(&read.records).map_err(|e| {
+                Error::kafka(ResponseError::CorruptMessage, format!("{}-{} at {next}: {e}", self.topic, self.index))
+            })?;
+            for (header, bytes) in batches {
+                next = header.base_offset + header.offset_count() as i64;
+                f(&header, bytes);
+            }
+        }
+        Ok(())
+    }
+
     /// The last stable offset given the high watermark.
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
         self.state.lock().txns.last_stable_offset(high_watermark)

@@ -48,9 +48,16 @@ async fn read_all(running: &RunningBroker, topic: &str) -> BTreeMap<i64, (Option
     out
 }
 
-#[tokio::test]
-async fn compaction_keeps_the_newest_record_per_key() {
-    let dir = tempfile::tempdir().unwrap();
+/// A broker in `dir` with a compacted one-partition topic `name` (no compaction lag), led.
+async fn compacted_topic(
+    dir: &tempfile::TempDir,
+    name: &str,
+) -> (
+    BrokerConfig,
+    RunningBroker,
+    std::sync::Arc<automq_broker::broker::Topic>,
+    std::sync::Arc<automq_broker::partition::Partition>,
+) {
     let any = "127.0.0.1:0".parse().unwrap();
     let config = BrokerConfig::embedded(dir.path(), any, any);
     let running = RunningBroker::start(config.clone()).await.unwrap();
@@ -58,8 +65,15 @@ async fn compaction_keeps_the_newest_record_per_key() {
         ("cleanup.policy".to_string(), "compact".to_string()),
         ("min.compaction.lag.ms".to_string(), "0".to_string()),
     ]);
-    let topic = running.broker.create_topic("profiles", 1, configs, false).await.unwrap();
-    let p = running.broker.wait_led("profiles", 0, std::time::Duration::from_secs(10)).await.unwrap();
+    let topic = running.broker.create_topic(name, 1, configs, false).await.unwrap();
+    let p = running.broker.wait_led(name, 0, std::time::Duration::from_secs(10)).await.unwrap();
+    (config, running, topic, p)
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_newest_record_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, running, topic, p) = compacted_topic(&dir, "profiles").await;
     let engine = &running.broker.engine;
     let keyless = p.append(engine, batch(&[(None, Some("x"))], Compression::None), &topic.config, now_ms()).await;
     assert_eq!(keyless.unwrap_err().code(), ResponseError::InvalidRecord, "compacted topics need keys");
@@ -130,15 +144,7 @@ async fn offsets_and_keys(running: &RunningBroker, topic: &str) -> Vec<(i64, Opt
 async fn compaction_respects_transactions() {
     use automq_broker::batch::{encode_for, Marker};
     let dir = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    let config = BrokerConfig::embedded(dir.path(), any, any);
-    let running = RunningBroker::start(config.clone()).await.unwrap();
-    let configs = BTreeMap::from([
-        ("cleanup.policy".to_string(), "compact".to_string()),
-        ("min.compaction.lag.ms".to_string(), "0".to_string()),
-    ]);
-    let topic = running.broker.create_topic("changelog", 1, configs, false).await.unwrap();
-    let p = running.broker.wait_led("changelog", 0, std::time::Duration::from_secs(10)).await.unwrap();
+    let (config, running, topic, p) = compacted_topic(&dir, "changelog").await;
     let engine = &running.broker.engine;
     let txn = |pid: i64, key: &str, value: &str| {
         let records = [(Some(Bytes::from(key.to_string())), Some(Bytes::from(value.to_string())))];

@@ -81,6 +81,19 @@ pub(super) async fn handle(broker: &Arc<Broker>, r: OffsetCommitRequest, _versio
 }
 
 /// Commits offsets; one result per offset, in order.
+/// Kafka's checks of one offset to commit (plain or transactional): metadata size, and that the
+/// partition exists.
+pub(crate) fn check_offset(broker: &Broker, topic: &str, partition: i32, metadata: &str) -> Result<(), ResponseError> {
+    if metadata.len() > MAX_METADATA_BYTES {
+        Err(ResponseError::OffsetMetadataTooLarge)
+    } else if broker.topic(topic).is_none_or(|t| usize::try_from(partition).map_or(true, |p| p >= t.partition_count()))
+    {
+        Err(ResponseError::UnknownTopicOrPartition)
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) async fn commit(
     broker: &Arc<Broker>,
     c: &Committer,
@@ -93,21 +106,8 @@ pub(crate) async fn commit(
     if let Err(e) = GroupCoordinator::coordinates(broker, &c.group_id) {
         return all(e);
     }
-    let mut results: Vec<Result<(), ResponseError>> = offsets
-        .iter()
-        .map(|o| {
-            if o.metadata.len() > MAX_METADATA_BYTES {
-                Err(ResponseError::OffsetMetadataTooLarge)
-            } else if broker
-                .topic(&o.topic)
-                .is_none_or(|t| usize::try_from(o.partition).map_or(true, |p| p >= t.partition_count()))
-            {
-                Err(ResponseError::UnknownTopicOrPartition)
-            } else {
-                Ok(())
-            }
-        })
-        .collect();
+    let mut results: Vec<Result<(), ResponseError>> =
+        offsets.iter().map(|o| check_offset(broker, &o.topic, o.partition, &o.metadata)).collect();
     let coordinator = &broker.groups;
     let _commits = coordinator.commits.read().await;
     if broker.engine.wait_for_space().await.is_err() {

@@ -42,7 +42,6 @@ const GROUP_KEY_VERSION: i16 = 2;
 const GROUP_VALUE_VERSION: i16 = 3;
 /// Records per batch, to stay well under `max.message.bytes` for large commits.
 const RECORDS_PER_BATCH: usize = 500;
-const READ_BYTES: usize = 1 << 20;
 
 /// A key of `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,50 +345,35 @@ pub(crate) struct LoadedGroup {
 /// Replays one partition of `__consumer_offsets` from its log start to its high watermark.
 pub(crate) async fn load_partition(broker: &Broker, partition: &Partition) -> Result<HashMap<String, LoadedGroup>> {
     let mut groups: HashMap<String, LoadedGroup> = HashMap::new();
-    {
-        let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
-        let mut next = log_start;
-        while next < high_watermark {
-            let read = partition.read(&broker.engine, next, READ_BYTES).await?;
-            if read.records.is_empty() {
-                break;
-            }
-            let batches = batch::split(&read.records).map_err(|e| {
-                Error::kafka(
-                    ResponseError::CorruptMessage,
-                    format!("{OFFSETS_TOPIC}-{} at {next}: {e}", partition.index),
-                )
-            })?;
-            for (header, bytes) in batches {
-                next = header.base_offset + header.offset_count() as i64;
-                if header.is_control() {
-                    // A transaction marker: that producer's offsets count (commit) or go.
-                    if let Some(commit) = batch::marker_kind(&bytes) {
-                        for group in groups.values_mut() {
-                            if let Some(offsets) = group.pending.remove(&header.producer_id) {
-                                if commit {
-                                    group.offsets.extend(offsets);
-                                }
+    partition
+        .replay(&broker.engine, |header, bytes| {
+            if header.is_control() {
+                // A transaction marker: that producer's offsets count (commit) or go.
+                if let Some(commit) = batch::marker_kind(&bytes) {
+                    for group in groups.values_mut() {
+                        if let Some(offsets) = group.pending.remove(&header.producer_id) {
+                            if commit {
+                                group.offsets.extend(offsets);
                             }
                         }
                     }
-                    continue;
                 }
-                let txn = header.is_transactional().then_some(header.producer_id);
-                let mut buf = bytes;
-                let sets = match RecordBatchDecoder::decode_all(&mut buf) {
-                    Ok(sets) => sets,
-                    Err(e) => {
-                        tracing::warn!(partition = partition.index, offset = header.base_offset, error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipping it");
-                        continue;
+                return;
+            }
+            let txn = header.is_transactional().then_some(header.producer_id);
+            let mut buf = bytes;
+            match RecordBatchDecoder::decode_all(&mut buf) {
+                Ok(sets) => {
+                    for record in sets.into_iter().flat_map(|s| s.records) {
+                        apply(&mut groups, partition.index, record, txn);
                     }
-                };
-                for record in sets.into_iter().flat_map(|s| s.records) {
-                    apply(&mut groups, partition.index, record, txn);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = partition.index, offset = header.base_offset, error = %e, "undecodable batch in {OFFSETS_TOPIC}; skipping it")
                 }
             }
-        }
-    }
+        })
+        .await?;
     Ok(groups)
 }
 

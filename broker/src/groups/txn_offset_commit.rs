@@ -15,12 +15,10 @@ use tokio::time::Instant;
 
 use super::count_error;
 use super::group::{CommittedOffset, Group};
-use super::offset_commit::Committer;
+use super::offset_commit::{check_offset, Committer};
 use super::records::{self, RecordKey};
 use crate::broker::{now_ms, Broker};
 use crate::groups::GroupCoordinator;
-
-const MAX_METADATA_BYTES: usize = 4096;
 
 pub(super) async fn handle(broker: &Arc<Broker>, r: TxnOffsetCommitRequest, _version: i16) -> TxnOffsetCommitResponse {
     let api = crate::handlers::api_name(ApiKey::TxnOffsetCommit);
@@ -82,19 +80,8 @@ async fn commit(
     if let Err(e) = GroupCoordinator::coordinates(broker, group_id) {
         return all(e);
     }
-    let mut results: Vec<Result<(), ResponseError>> = offsets
-        .iter()
-        .map(|(topic, p, o)| {
-            if o.metadata.len() > MAX_METADATA_BYTES {
-                Err(ResponseError::OffsetMetadataTooLarge)
-            } else if broker.topic(topic).is_none_or(|t| usize::try_from(*p).map_or(true, |p| p >= t.partition_count()))
-            {
-                Err(ResponseError::UnknownTopicOrPartition)
-            } else {
-                Ok(())
-            }
-        })
-        .collect();
+    let mut results: Vec<Result<(), ResponseError>> =
+        offsets.iter().map(|(topic, p, o)| check_offset(broker, topic, *p, &o.metadata)).collect();
     let coordinator = &broker.groups;
     let _commits = coordinator.commits.read().await;
     if broker.engine.wait_for_space().await.is_err() {

@@ -34,7 +34,6 @@ use crate::partition::Partition;
 
 /// The internal topic holding transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
-const READ_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
@@ -170,26 +169,12 @@ impl TransactionCoordinator {
     /// previous coordinator left prepared.
     pub async fn load_partition(&self, broker: &Arc<Broker>, partition: &Partition) -> Result<()> {
         let mut loaded: HashMap<String, Option<TxnMeta>> = HashMap::new();
-        let (high_watermark, log_start) = partition.offsets(&broker.engine).await?;
-        let mut next = log_start;
-        while next < high_watermark {
-            let read = partition.read(&broker.engine, next, READ_BYTES).await?;
-            if read.records.is_empty() {
-                break;
-            }
-            let batches = batch::split(&read.records).map_err(|e| {
-                kafka(ResponseError::CorruptMessage, format!("{TXN_TOPIC}-{} at {next}: {e}", partition.index))
-            })?;
-            for (header, bytes) in batches {
-                next = header.base_offset + header.offset_count() as i64;
+        partition
+            .replay(&broker.engine, |header, bytes| {
                 let mut buf = bytes;
                 let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
-                    tracing::warn!(
-                        partition = partition.index,
-                        offset = header.base_offset,
-                        "undecodable batch in {TXN_TOPIC}; skipping it"
-                    );
-                    continue;
+                    tracing::warn!(partition = partition.index, offset = header.base_offset, "undecodable batch in {TXN_TOPIC}; skipping it");
+                    return;
                 };
                 for record in sets.into_iter().flat_map(|s| s.records) {
                     let Some(key) = record.key.and_then(|k| String::from_utf8(k.to_vec()).ok()) else { continue };
@@ -205,8 +190,8 @@ impl TransactionCoordinator {
                         }
                     }
                 }
-            }
-        }
+            })
+            .await?;
         let n = broker.topic(TXN_TOPIC).map_or(0, |t| t.partition_count());
         let mut prepared = Vec::new();
         {
@@ -373,6 +358,25 @@ impl TransactionCoordinator {
         Ok(())
     }
 
+    /// Serialises on `txn_id` and checks the request's producer against the stored instance:
+    /// the guard (held for the whole change) and the state.
+    async fn lock_producer(
+        &self,
+        broker: &Broker,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        fenced: ResponseError,
+    ) -> TxnResult<(tokio::sync::OwnedMutexGuard<()>, TxnMeta)> {
+        Self::coordinates(broker, txn_id)?;
+        let guard = self.lock_for(txn_id).lock_owned().await;
+        let meta = self
+            .get(txn_id)
+            .ok_or_else(|| kafka(ResponseError::InvalidProducerIdMapping, format!("no producer for {txn_id:?}")))?;
+        Self::check_producer(&meta, txn_id, producer_id, epoch, fenced)?;
+        Ok((guard, meta))
+    }
+
     /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition).
     pub async fn add_partitions(
         &self,
@@ -383,13 +387,7 @@ impl TransactionCoordinator {
         partitions: &[(String, i32)],
         fenced: ResponseError,
     ) -> TxnResult<()> {
-        Self::coordinates(broker, txn_id)?;
-        let lock = self.lock_for(txn_id);
-        let _guard = lock.lock().await;
-        let meta = self
-            .get(txn_id)
-            .ok_or_else(|| kafka(ResponseError::InvalidProducerIdMapping, format!("no producer for {txn_id:?}")))?;
-        Self::check_producer(&meta, txn_id, producer_id, epoch, fenced)?;
+        let (_guard, meta) = self.lock_producer(broker, txn_id, producer_id, epoch, fenced).await?;
         let now = now_ms();
         let mut next = match meta.state {
             TxnState::Ongoing => meta.clone(),
@@ -421,13 +419,7 @@ impl TransactionCoordinator {
         commit: bool,
         fenced: ResponseError,
     ) -> TxnResult<()> {
-        Self::coordinates(broker, txn_id)?;
-        let lock = self.lock_for(txn_id);
-        let _guard = lock.lock().await;
-        let meta = self
-            .get(txn_id)
-            .ok_or_else(|| kafka(ResponseError::InvalidProducerIdMapping, format!("no producer for {txn_id:?}")))?;
-        Self::check_producer(&meta, txn_id, producer_id, epoch, fenced)?;
+        let (_guard, meta) = self.lock_producer(broker, txn_id, producer_id, epoch, fenced).await?;
         match (meta.state, commit) {
             (TxnState::Ongoing, _) => {
                 self.end(broker, txn_id, meta, commit, epoch).await?;
