@@ -27,6 +27,10 @@ fi
 disk() { df -h --output=target,avail "$PWD" "${TMPDIR:-/tmp}" | sed 's/^/    /'; }
 log "free disk"
 disk
+free_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 { print $4 }')
+if [ "${free_kb:-0}" -lt $((12 * 1024 * 1024)) ]; then
+    echo "    WARNING: less than 12 GiB free under ${TMPDIR:-/tmp}: the S3 tests' SeaweedFS fails writes when the disk fills"
+fi
 
 # --- one SeaweedFS for the whole run ------------------------------------------------------
 work=$(mktemp -d)
