@@ -25,13 +25,19 @@ RULES = ["--default-pool", "default", "--pool-rule", r"outbox\..*=latency"]
 LATENCY = {1003, 1004}
 
 
-def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cluster):
+def two_pools(make_cluster):
+    """Brokers 1-2 in the default pool (S3 WAL) and 3-4 in the latency pool (file WAL)."""
     c = make_cluster(wal="s3", store="file")
     for i in (1, 2):
         c.add(i, args=RULES)
     for i in (3, 4):
         # As the operator runs a pool: StatefulSet ordinals plus the pool's node id base.
         c.add(i, pool="latency", wal="file", args=[*RULES, "--node-id-base", "1000"])
+    return c
+
+
+def test_pools_place_topics_and_a_topic_moves_between_pools_without_loss(make_cluster):
+    c = two_pools(make_cluster)
     admin = AdminClient({"bootstrap.servers": c.bootstrap()})
     topics = [NewTopic("cdc", 6, 1), NewTopic("outbox", 4, 1, config={"automq.pool": "latency"})]
     for f in admin.create_topics(topics).values():
@@ -71,11 +77,7 @@ def test_a_transaction_spans_topics_of_both_pools(make_cluster):
     """One transaction writes to a topic of the S3-WAL pool and one of the file-WAL pool (their
     leaders are different brokers, so the markers cross brokers): read_committed consumers see
     both topics' records after the commit and none of an aborted transaction."""
-    c = make_cluster(wal="s3", store="file")
-    for i in (1, 2):
-        c.add(i, args=RULES)
-    for i in (3, 4):
-        c.add(i, pool="latency", wal="file", args=[*RULES, "--node-id-base", "1000"])
+    c = two_pools(make_cluster)
     admin = AdminClient({"bootstrap.servers": c.bootstrap()})
     for f in admin.create_topics([NewTopic("cdc.orders", 2, 1), NewTopic("outbox.orders", 2, 1)]).values():
         f.result(30)

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from support import wait_until
-from test_cluster import TOPIC_PARTITIONS, create, led_by
-from workload import Workload
+from test_cluster import led_by, three_with_clients
 
 
 def restart_one(c, node_id):
@@ -30,13 +29,7 @@ def restart_one(c, node_id):
 
 @pytest.mark.parametrize("wal", ["file", "s3"])
 def test_rolling_restart_of_every_broker_loses_nothing(make_cluster, wal):
-    c = make_cluster(wal=wal, store="file")
-    for i in (1, 2, 3):
-        c.add(i)
-    create(c.bootstrap(), "orders")
-    c.wait_settled([1, 2, 3])
-    w = Workload(c.bootstrap(), "orders", TOPIC_PARTITIONS).start()
-    time.sleep(1.5)
+    c, w = three_with_clients(make_cluster, wal)
     started = time.monotonic()
     for node_id in (1, 2, 3):
         restart_one(c, node_id)
