@@ -30,7 +30,9 @@ use crate::load::RoutineLoads;
 use crate::mysql::auth::StoredCredential;
 use crate::mysql::binary::Param;
 use crate::mysql::error::MysqlError;
+use crate::mysql::login::Logins;
 use crate::mysql::server::{serve, QueryHandler, Response, ServerConfig, Session};
+use crate::mysql::tls::TlsFiles;
 use crate::table::{Warehouse, WarehouseConfig};
 
 /// `automq-query-node` settings; every flag is also an `AUTOMQ_*` environment variable.
@@ -66,6 +68,17 @@ pub struct QueryNodeConfig {
     /// Largest MySQL packet accepted (max_allowed_packet), in bytes.
     #[arg(long, env = "AUTOMQ_MAX_ALLOWED_PACKET", default_value_t = 64 << 20)]
     pub max_allowed_packet: usize,
+    /// TLS on the MySQL listener: the certificate chain (PEM). With --tls-key; clients that ask
+    /// for TLS get it, and the pair is reloaded when its files change.
+    #[arg(long, env = "AUTOMQ_MYSQL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "AUTOMQ_MYSQL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse MySQL logins that do not switch to TLS first (MySQL's require_secure_transport,
+    /// error 3159). Needs --tls-cert.
+    #[arg(long, env = "AUTOMQ_REQUIRE_SECURE_TRANSPORT", requires = "tls_cert")]
+    pub require_secure_transport: bool,
 }
 
 impl QueryNodeConfig {
@@ -219,6 +232,14 @@ impl std::fmt::Debug for RunningQueryNode {
 
 impl RunningQueryNode {
     pub async fn start(config: QueryNodeConfig) -> anyhow::Result<Self> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(TlsFiles::load(cert, key)?)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        if config.require_secure_transport && tls.is_none() {
+            anyhow::bail!("--require-secure-transport needs --tls-cert and --tls-key");
+        }
         let mysql = TcpListener::bind(config.mysql_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         let mysql_addr = mysql.local_addr()?;
@@ -255,10 +276,19 @@ impl RunningQueryNode {
             metered.connections_total.clone(),
         );
         registry.register_collector(Box::new(WarehouseCollector(warehouse.clone())));
+        let logins = Arc::new(Logins::default());
+        logins.register(registry);
 
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let server_config = ServerConfig { max_message: config.max_allowed_packet, closing: Some(rx.clone()) };
+        let server_config = ServerConfig {
+            max_message: config.max_allowed_packet,
+            closing: Some(rx.clone()),
+            tls,
+            require_secure_transport: config.require_secure_transport,
+            logins,
+            ..ServerConfig::default()
+        };
         let open = Arc::new(OpenConnections::default());
         let accepted = open.clone();
         let node_id = config.node_id;
@@ -319,7 +349,14 @@ impl RunningQueryNode {
             let _ = maintenance_rx.changed().await;
             maintenance.abort();
         }));
-        tracing::info!(%mysql_addr, %http_addr, node_id, "query node listening");
+        tracing::info!(
+            %mysql_addr,
+            %http_addr,
+            node_id,
+            tls = config.tls_cert.is_some(),
+            require_secure_transport = config.require_secure_transport,
+            "query node listening"
+        );
         Ok(RunningQueryNode { engine, mysql_addr, http_addr, shutdown, tasks, open })
     }
 

@@ -37,9 +37,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         PacketStream { stream, seq: 0, max_message, out: BytesMut::with_capacity(16 << 10) }
     }
 
+    /// Carries a connection over to a new transport (the same socket after the switch to TLS):
+    /// the sequence goes on from `sequence`.
+    pub fn resume(stream: S, max_message: usize, sequence: u8) -> Self {
+        PacketStream { seq: sequence, ..PacketStream::new(stream, max_message) }
+    }
+
     /// A new command begins: sequence ids restart at 0.
     pub fn reset_sequence(&mut self) {
         self.seq = 0;
+    }
+
+    /// The sequence id the next packet (either way) carries.
+    pub fn sequence(&self) -> u8 {
+        self.seq
     }
 
     /// Reads one message (joining split packets). `None` at a clean end of stream.

@@ -1,7 +1,10 @@
-//! One MySQL connection: handshake, authentication and the command loop, on top of a
-//! [`QueryHandler`]. Result sets stream: rows are written as batches arrive, flushed in chunks.
+//! One MySQL connection: the connection phase (greeting, optional TLS, authentication; see
+//! [`super::handshake`]) and the command loop, on top of a [`QueryHandler`]. Result sets
+//! stream: rows are written as batches arrive, flushed in chunks.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -10,35 +13,20 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use super::auth::{self, StoredCredential};
 use super::binary::{binary_rows, decode_param, Param};
 use super::error::MysqlError;
-use super::packet::{get_lenenc_bytes, get_nul_str, put_lenenc_int, PacketError, PacketStream};
+use super::handshake::{self, Authenticated, SERVER_STATUS_AUTOCOMMIT};
+use super::login::{LoginOutcome, Logins};
+use super::packet::{get_nul_str, put_lenenc_int, PacketError, PacketStream};
 use super::resultset::{column_definition, text_rows};
+use super::tls::TlsFiles;
 
 /// What the server calls itself (clients parse the leading version).
 pub const SERVER_VERSION: &str = "8.0.33-automq";
 
-use super::flags::*;
-
-const SERVER_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
-    | CLIENT_FOUND_ROWS
-    | CLIENT_LONG_FLAG
-    | CLIENT_CONNECT_WITH_DB
-    | CLIENT_PROTOCOL_41
-    | CLIENT_TRANSACTIONS
-    | CLIENT_SECURE_CONNECTION
-    | CLIENT_MULTI_RESULTS
-    | CLIENT_PS_MULTI_RESULTS
-    | CLIENT_PLUGIN_AUTH
-    | CLIENT_CONNECT_ATTRS
-    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | CLIENT_DEPRECATE_EOF;
-
-const SERVER_STATUS_AUTOCOMMIT: u16 = 0x0002;
-/// utf8mb4_general_ci
-const CHARSET: u8 = 45;
 /// Rows are flushed to the client once this much is queued.
 const FLUSH_BYTES: usize = 64 << 10;
 
@@ -62,6 +50,8 @@ pub struct Session {
     pub connection_id: u32,
     /// The current database (`USE`, COM_INIT_DB, the handshake).
     pub database: Option<String>,
+    /// The connection switched to TLS before authenticating.
+    pub tls: bool,
 }
 
 /// What a statement returns.
@@ -130,11 +120,29 @@ pub struct ServerConfig {
     /// Becomes true when the server stops: a connection then closes instead of reading its next
     /// command (the statement in progress finishes and is answered first).
     pub closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The certificate offered to clients that ask for TLS (CLIENT_SSL is advertised only with
+    /// one).
+    pub tls: Option<Arc<TlsFiles>>,
+    /// MySQL's `require_secure_transport`: a client that does not switch to TLS is refused
+    /// (error 3159) before it authenticates.
+    pub require_secure_transport: bool,
+    /// How long a client may take from connecting to being authenticated (MySQL's
+    /// `connect_timeout`), TLS handshake included.
+    pub connect_timeout: Duration,
+    /// Login outcomes counted, failed logins slowed down per client address.
+    pub logins: Arc<Logins>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_message: 64 << 20, closing: None }
+        ServerConfig {
+            max_message: 64 << 20,
+            closing: None,
+            tls: None,
+            require_secure_transport: false,
+            connect_timeout: Duration::from_secs(10),
+            logins: Arc::new(Logins::default()),
+        }
     }
 }
 
@@ -164,77 +172,25 @@ fn eof_packet() -> [u8; 5] {
     [0xfe, 0, 0, s[0], s[1]]
 }
 
-/// What the client said in its handshake response.
-#[derive(Debug)]
-struct HandshakeResponse {
-    capabilities: u32,
-    user: String,
-    auth_response: Bytes,
-    database: Option<String>,
-    plugin: String,
-}
-
-fn parse_handshake_response(mut b: Bytes) -> Result<HandshakeResponse, PacketError> {
-    if b.len() < 32 {
-        return Err(PacketError::Malformed("handshake response too short (pre-4.1 clients are not supported)"));
+/// `future`, or a timeout error once `deadline` passes.
+async fn before<T>(
+    deadline: Instant,
+    future: impl std::future::Future<Output = Result<T, impl Into<PacketError>>>,
+) -> Result<T, PacketError> {
+    match tokio::time::timeout_at(deadline, future).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(PacketError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not complete the connection phase in time",
+        ))),
     }
-    let capabilities = b.get_u32_le();
-    if capabilities & CLIENT_PROTOCOL_41 == 0 {
-        return Err(PacketError::Malformed("the client does not speak protocol 4.1"));
-    }
-    b.advance(4 + 1 + 23); // max packet, charset, filler
-    let user = String::from_utf8_lossy(&get_nul_str(&mut b)?).into_owned();
-    let auth_response = if capabilities & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
-        get_lenenc_bytes(&mut b)?.unwrap_or_default()
-    } else if capabilities & CLIENT_SECURE_CONNECTION != 0 {
-        if !b.has_remaining() {
-            return Err(PacketError::Malformed("missing auth response length"));
-        }
-        let n = b.get_u8() as usize;
-        if b.remaining() < n {
-            return Err(PacketError::Malformed("truncated auth response"));
-        }
-        b.split_to(n)
-    } else {
-        get_nul_str(&mut b)?
-    };
-    let mut database = None;
-    if capabilities & CLIENT_CONNECT_WITH_DB != 0 && b.has_remaining() {
-        let db = get_nul_str(&mut b)?;
-        if !db.is_empty() {
-            database = Some(String::from_utf8_lossy(&db).into_owned());
-        }
-    }
-    let mut plugin = auth::NATIVE.to_string();
-    if capabilities & CLIENT_PLUGIN_AUTH != 0 && b.has_remaining() {
-        plugin = String::from_utf8_lossy(&get_nul_str(&mut b)?).into_owned();
-    }
-    // Connection attributes (CLIENT_CONNECT_ATTRS) follow; nothing uses them yet.
-    Ok(HandshakeResponse { capabilities, user, auth_response, database, plugin })
-}
-
-fn handshake_packet(connection_id: u32, nonce: &[u8; 20]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(128);
-    out.put_u8(10);
-    out.put_slice(SERVER_VERSION.as_bytes());
-    out.put_u8(0);
-    out.put_u32_le(connection_id);
-    out.put_slice(&nonce[..8]);
-    out.put_u8(0);
-    out.put_u16_le(SERVER_CAPABILITIES as u16);
-    out.put_u8(CHARSET);
-    out.put_u16_le(SERVER_STATUS_AUTOCOMMIT);
-    out.put_u16_le((SERVER_CAPABILITIES >> 16) as u16);
-    out.put_u8(21);
-    out.put_slice(&[0; 10]);
-    out.put_slice(&nonce[8..]);
-    out.put_u8(0);
-    out.put_slice(auth::NATIVE.as_bytes());
-    out.put_u8(0);
-    out
 }
 
 /// Serves one connection until the client quits or the connection fails.
+///
+/// A client that asks for TLS sends an SSL request (sequence 1), then the TLS handshake runs on
+/// the same socket and the real handshake response follows inside it as sequence 2: the packet
+/// sequence carries on across the switch, as in MySQL.
 pub async fn serve<S, H>(
     stream: S,
     handler: Arc<H>,
@@ -245,36 +201,79 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: QueryHandler + ?Sized,
 {
+    let deadline = Instant::now() + config.connect_timeout;
     let mut packets = PacketStream::new(stream, config.max_message);
     let nonce = auth::nonce();
-    packets.send(&handshake_packet(session.connection_id, &nonce)).await?;
-    let Some(response) = packets.read().await? else { return Ok(()) };
-    let hello = parse_handshake_response(response)?;
-    session.user = hello.user.clone();
-    let deprecate_eof = hello.capabilities & CLIENT_DEPRECATE_EOF != 0;
-
-    // Authentication: the client's plugin if we know it, else switch it to native.
-    let (plugin, auth_response) = if hello.plugin == auth::NATIVE || hello.plugin == auth::CACHING_SHA2 {
-        (hello.plugin.clone(), hello.auth_response.clone())
-    } else {
-        let mut switch = BytesMut::new();
-        switch.put_u8(0xfe);
-        switch.put_slice(auth::NATIVE.as_bytes());
-        switch.put_u8(0);
-        switch.put_slice(&nonce);
-        switch.put_u8(0);
-        packets.send(&switch).await?;
-        let Some(answer) = packets.read().await? else { return Ok(()) };
-        (auth::NATIVE.to_string(), answer)
-    };
-    let credential = handler.credential(&hello.user).await;
-    let accepted = credential.is_some_and(|c| c.verify(&plugin, &nonce, &auth_response));
-    if !accepted {
-        packets.send(&err_packet(&MysqlError::access_denied(&hello.user, &session.client_host))).await?;
-        return Ok(());
+    packets.send(&handshake::greeting(session.connection_id, &nonce, config.tls.is_some())).await?;
+    let Some(first) = before(deadline, packets.read()).await? else { return Ok(()) };
+    if !handshake::is_ssl_request(&first) {
+        if config.require_secure_transport {
+            config.logins.count(LoginOutcome::InsecureTransport);
+            tracing::info!(peer = %session.client_host, "plaintext MySQL login refused: TLS is required");
+            packets.send(&err_packet(&MysqlError::secure_transport_required())).await?;
+            return Ok(());
+        }
+        return connect(packets, first, &nonce, handler, session, config, deadline).await;
     }
-    if plugin == auth::CACHING_SHA2 {
-        packets.queue(&[0x01, 0x03]); // AuthMoreData: fast authentication succeeded
+    let Some(tls) = &config.tls else {
+        packets.send(&err_packet(&MysqlError::bad_handshake())).await?;
+        return Err(PacketError::Malformed("SSL request, but the listener has no TLS certificate"));
+    };
+    let sequence = packets.sequence();
+    let stream = match before(deadline, tls.acceptor().accept(packets.into_inner())).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            config.logins.tls_handshake_failed();
+            return Err(e);
+        }
+    };
+    session.tls = true;
+    let mut packets = PacketStream::resume(stream, config.max_message, sequence);
+    let Some(response) = before(deadline, packets.read()).await? else { return Ok(()) };
+    connect(packets, response, &nonce, handler, session, config, deadline).await
+}
+
+/// Authenticates the client of `response` (its handshake response), then serves its commands.
+async fn connect<S, H>(
+    mut packets: PacketStream<S>,
+    response: Bytes,
+    nonce: &[u8; 20],
+    handler: Arc<H>,
+    mut session: Session,
+    config: &ServerConfig,
+    deadline: Instant,
+) -> Result<(), PacketError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: QueryHandler + ?Sized,
+{
+    let hello = handshake::parse_response(response)?;
+    session.user = hello.user.clone();
+    let peer: Option<IpAddr> = session.client_host.parse().ok();
+    match before(deadline, handshake::authenticate(&mut packets, &hello, nonce, &*handler)).await? {
+        Authenticated::Yes => {
+            config.logins.count(LoginOutcome::Accepted);
+            config.logins.succeeded(peer);
+        }
+        Authenticated::Gone => return Ok(()),
+        Authenticated::No => {
+            // One message for an unknown user and a wrong password, in the log as on the wire.
+            config.logins.count(LoginOutcome::Denied);
+            let delay = config.logins.failed(peer);
+            tracing::info!(
+                user = %hello.user,
+                peer = %session.client_host,
+                tls = session.tls,
+                delay_ms = delay.as_millis() as u64,
+                "MySQL login refused: unknown user or wrong password"
+            );
+            tokio::time::sleep(delay).await;
+            let using_password = !hello.auth_response.is_empty();
+            packets
+                .send(&err_packet(&MysqlError::access_denied(&hello.user, &session.client_host, using_password)))
+                .await?;
+            return Ok(());
+        }
     }
     if let Some(db) = &hello.database {
         if let Err(e) = handler.use_database(&mut session, db).await {
@@ -283,7 +282,22 @@ where
         }
     }
     packets.send(&ok_packet(0x00, 0, 0, "")).await?;
+    let deprecate_eof = hello.capabilities & super::flags::CLIENT_DEPRECATE_EOF != 0;
+    commands(packets, &*handler, session, config, deprecate_eof).await
+}
 
+/// The command phase: one command at a time until the client quits or the server closes.
+async fn commands<S, H>(
+    mut packets: PacketStream<S>,
+    handler: &H,
+    mut session: Session,
+    config: &ServerConfig,
+    deprecate_eof: bool,
+) -> Result<(), PacketError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: QueryHandler + ?Sized,
+{
     let mut statements: std::collections::HashMap<u32, Prepared> = std::collections::HashMap::new();
     let mut next_statement = 1u32;
     let mut closing = config.closing.clone();
