@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ConfigOverrides, ObjectStorage, PodOverrides, PullPolicy, ServiceType};
+use crate::security::ClusterSecurity;
 
 /// A Kafka-compatible broker cluster. Brokers are stateless: partitions move between them
 /// without copying data, so scaling takes seconds.
@@ -33,6 +34,7 @@ use crate::common::{ConfigOverrides, ObjectStorage, PodOverrides, PullPolicy, Se
     printcolumn(name = "WAL", type_ = "string", json_path = ".spec.wal.kind"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Bootstrap", type_ = "string", json_path = ".status.bootstrapServers", priority = 1),
+    printcolumn(name = "Protocol", type_ = "string", json_path = ".status.securityProtocol", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +100,10 @@ pub struct AutoMQClusterSpec {
     /// Which pool topics that set no `automq.pool` go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<TopicPlacement>,
+    /// TLS, SASL, users and ACLs of the Kafka listener, with certificates and passwords in
+    /// Secrets. Default: PLAINTEXT, no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<ClusterSecurity>,
 }
 
 /// A broker pool: brokers with their own size, resources, zones and WAL.
@@ -264,6 +270,10 @@ pub struct AutoMQClusterStatus {
     /// `host:port` list for Kafka clients inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
+    /// What clients set as `security.protocol` for `bootstrapServers`: `PLAINTEXT`, `SSL`,
+    /// `SASL_PLAINTEXT` or `SASL_SSL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_protocol: Option<String>,
     /// Node id of the broker holding the controller role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<i32>,

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::LocalRef;
+pub use crate::security::SaslMechanism;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -92,16 +93,6 @@ pub struct SaslAuth {
     /// Default: `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_key: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
 }
 
 /// A topic or group, by exact name or by regular expression (one of the two).

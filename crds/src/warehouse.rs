@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ConfigOverrides, LocalRef, ObjectStorage, PodOverrides, PullPolicy, SecretKeyRef, ServiceType};
+use crate::security::WarehouseSecurity;
 
 /// Query nodes sharing one catalog and one bucket: any node answers any query.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -33,6 +34,9 @@ use crate::common::{ConfigOverrides, LocalRef, ObjectStorage, PodOverrides, Pull
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.rootPasswordSecret) || !has(self.security) || !has(self.security.rootPasswordSecret)"
+).message("set the root password in one place: security.rootPasswordSecret"))]
 pub struct AnalyticsWarehouseSpec {
     /// Number of query nodes (with `autoscaling`, the starting size).
     #[schemars(range(min = 0, max = 1000))]
@@ -54,7 +58,8 @@ pub struct AnalyticsWarehouseSpec {
     /// default `kafka_broker_list`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_cluster_ref: Option<LocalRef>,
-    /// The MySQL `root` password. Default: empty (set one for anything but a sandbox).
+    /// The MySQL `root` password, as `security.rootPasswordSecret` (kept for existing
+    /// resources; set one of the two).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_password_secret: Option<SecretKeyRef>,
     /// MySQL port. Default: 9030.
@@ -73,11 +78,19 @@ pub struct AnalyticsWarehouseSpec {
     pub config: Option<ConfigOverrides>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodOverrides>,
+    /// TLS and users of the MySQL listener, with certificates and passwords in Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<WarehouseSecurity>,
 }
 
 impl AnalyticsWarehouseSpec {
     pub fn mysql_port(&self) -> i32 {
         self.mysql_port.unwrap_or(9030)
+    }
+
+    /// The `root` password's Secret key, wherever it is set.
+    pub fn root_password(&self) -> Option<&SecretKeyRef> {
+        self.security.as_ref().and_then(|s| s.root_password_secret.as_ref()).or(self.root_password_secret.as_ref())
     }
 }
 

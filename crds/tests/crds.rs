@@ -121,8 +121,18 @@ fn every_example_passes_the_cel_rules_and_parses_as_its_type() {
     }
 }
 
+/// The plain example of `kind` (the refusal tests below edit it).
 fn example(kind: &str) -> Value {
-    examples().into_iter().map(|(_, v)| v).find(|v| v["kind"] == kind).unwrap()
+    let file = match kind {
+        "AutoMQCluster" => "automqcluster-filewal.yaml",
+        "AnalyticsWarehouse" => "analyticswarehouse.yaml",
+        _ => "topiclink.yaml",
+    };
+    example_in(file)
+}
+
+fn example_in(file: &str) -> Value {
+    examples().into_iter().find(|(f, _)| f == file).map(|(_, v)| v).unwrap_or_else(|| panic!("no example {file}"))
 }
 
 /// Applies `edit` to an example of `kind`; the CEL rules must refuse it with `message`.
@@ -249,4 +259,156 @@ fn the_wal_of_a_cluster_cannot_change() {
     let mut resized = old.clone();
     resized["spec"]["replicas"] = json!(9);
     cel(&resized, Some(&old)).unwrap();
+}
+
+// --- security ---------------------------------------------------------------------------------
+
+/// Applies `edit` to the example in `file`; the CEL rules must refuse it with `message`.
+fn refused_in(file: &str, edit: impl FnOnce(&mut Value), message: &str) {
+    let mut obj = example_in(file);
+    edit(&mut obj);
+    let err = cel(&obj, None).expect_err(message);
+    assert!(err.contains(message), "expected {message:?}, got {err}");
+}
+
+const SECURE_CLUSTER: &str = "automqcluster-secure.yaml";
+const SECURE_WAREHOUSE: &str = "analyticswarehouse-secure.yaml";
+
+#[test]
+fn the_secure_examples_use_every_security_field() {
+    let cluster = example_in(SECURE_CLUSTER);
+    let security = &cluster["spec"]["security"];
+    for field in ["tls", "sasl", "users", "authorization"] {
+        assert!(security.get(field).is_some(), "{SECURE_CLUSTER} has no security.{field}");
+    }
+    let warehouse = example_in(SECURE_WAREHOUSE);
+    let security = &warehouse["spec"]["security"];
+    for field in ["tls", "requireSecureTransport", "rootPasswordSecret", "users"] {
+        assert!(security.get(field).is_some(), "{SECURE_WAREHOUSE} has no security.{field}");
+    }
+}
+
+#[test]
+fn cluster_security_rules_refuse_what_they_exist_for() {
+    let drop = |c: &mut Value, field: &str| {
+        c["spec"]["security"].as_object_mut().unwrap().remove(field);
+    };
+    refused_in(SECURE_CLUSTER, |c| drop(c, "sasl"), "users need sasl");
+    refused_in(
+        SECURE_CLUSTER,
+        |c| {
+            drop(c, "users");
+            drop(c, "sasl");
+        },
+        "authorization needs sasl",
+    );
+    for bad in ["..data", ".hidden", "a/b", "User:alice", "a;b", "a b", "-x"] {
+        refused_in(
+            SECURE_CLUSTER,
+            |c| c["spec"]["security"]["users"][1]["name"] = json!(bad),
+            "a user name is letters, digits",
+        );
+    }
+    refused_in(
+        SECURE_CLUSTER,
+        |c| c["spec"]["security"]["authorization"]["superUsers"] = json!(["User:admin"]),
+        "superUsers are user names (without 'User:')",
+    );
+    // Allowed: TLS alone (SSL), SASL without users (users made through the admin API), names
+    // with dots, dashes and at signs.
+    let mut ok = example_in(SECURE_CLUSTER);
+    ok["spec"]["security"] = json!({"tls": {"secretName": "t"}});
+    cel(&ok, None).unwrap();
+    ok["spec"]["security"] = json!({"sasl": {"mechanisms": ["SCRAM-SHA-256"]}, "authorization": {"type": "acl"}});
+    cel(&ok, None).unwrap();
+    let mut ok = example_in(SECURE_CLUSTER);
+    ok["spec"]["security"]["users"][1]["name"] = json!("svc.orders-1@prod");
+    cel(&ok, None).unwrap();
+}
+
+#[test]
+fn warehouse_security_rules_refuse_what_they_exist_for() {
+    refused_in(
+        SECURE_WAREHOUSE,
+        |w| {
+            w["spec"]["security"].as_object_mut().unwrap().remove("tls");
+        },
+        "requireSecureTransport needs tls",
+    );
+    refused_in(
+        SECURE_WAREHOUSE,
+        |w| w["spec"]["security"]["users"][0]["name"] = json!("root"),
+        "root is not declared in users",
+    );
+    refused_in(
+        SECURE_WAREHOUSE,
+        |w| w["spec"]["security"]["users"][0]["name"] = json!("x".repeat(33)),
+        "MySQL user names are at most 32 characters",
+    );
+    refused_in(
+        SECURE_WAREHOUSE,
+        |w| w["spec"]["rootPasswordSecret"] = json!({"name": "old", "key": "password"}),
+        "set the root password in one place",
+    );
+    // TLS offered but not required; the old top-level root password alone.
+    let mut ok = example_in(SECURE_WAREHOUSE);
+    ok["spec"]["security"]["requireSecureTransport"] = json!(false);
+    ok["spec"]["security"].as_object_mut().unwrap().remove("rootPasswordSecret");
+    ok["spec"]["rootPasswordSecret"] = json!({"name": "old", "key": "password"});
+    cel(&ok, None).unwrap();
+}
+
+/// What CEL cannot see, the structural schema says: the mechanisms and the authorization type
+/// are enums, lists of names are sets or maps keyed by name, every string a rule reads is
+/// bounded (the API server refuses a CRD whose rules may cost too much).
+#[test]
+fn security_schemas_bound_and_enumerate_their_values() {
+    let cluster = schema("AutoMQCluster");
+    let security = &cluster["properties"]["spec"]["properties"]["security"]["properties"];
+    let mechanisms = &security["sasl"]["properties"]["mechanisms"];
+    assert_eq!(mechanisms["items"]["enum"], json!(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]));
+    assert_eq!(mechanisms["x-kubernetes-list-type"], "set");
+    assert_eq!(mechanisms["minItems"], 1);
+    assert_eq!(security["authorization"]["properties"]["type"]["enum"], json!(["acl"]));
+    assert_eq!(security["authorization"]["properties"]["superUsers"]["items"]["maxLength"], 64);
+    assert_eq!(security["users"]["x-kubernetes-list-type"], "map");
+    assert_eq!(security["users"]["x-kubernetes-list-map-keys"], json!(["name"]));
+    assert_eq!(security["tls"]["properties"]["secretName"]["minLength"], 1);
+    let rule = security["users"]["items"]["properties"]["name"]["x-kubernetes-validations"][0]["rule"].clone();
+    assert!(rule.as_str().unwrap().contains(automq_crds::security::USER_NAME_PATTERN), "{rule}");
+    let warehouse = schema("AnalyticsWarehouse");
+    let security = &warehouse["properties"]["spec"]["properties"]["security"]["properties"];
+    assert_eq!(security["users"]["x-kubernetes-list-type"], "map");
+    assert_eq!(security["tls"]["properties"]["secretName"]["minLength"], 1);
+}
+
+/// Every rule of every CRD has a cost estimate (kube-cel's coarse one) within the API server's
+/// budget. (Its scope check is not used: it counts comprehension variables as out of scope.)
+#[test]
+fn every_cel_rule_is_within_the_cost_budget() {
+    fn walk(node: &Value, at: &str, found: &mut usize) {
+        if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
+            let compiled = kube_cel::compile_schema(node);
+            for rule in rules {
+                let rule = rule["rule"].as_str().unwrap();
+                *found += 1;
+                let warnings = kube_cel::estimate_rule_cost(rule, &compiled);
+                let serious: Vec<_> =
+                    warnings.iter().filter(|w| matches!(w.kind, kube_cel::WarningKind::CostExceeded)).collect();
+                assert!(serious.is_empty(), "{at}: {rule}: {serious:?}");
+            }
+        }
+        for (name, child) in node.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            walk(child, &format!("{at}.{name}"), found);
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, &format!("{at}[]"), found);
+        }
+    }
+    let mut found = 0;
+    for (_, crd) in automq_crds::all() {
+        let kind = crd.spec.names.kind.clone();
+        walk(&schema(&kind), &kind, &mut found);
+    }
+    assert!(found >= 20, "only {found} rules found");
 }
