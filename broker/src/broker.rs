@@ -110,6 +110,8 @@ pub struct Broker {
     pub sasl: Vec<crate::security::sasl::SaslMechanism>,
     /// TLS on the Kafka listener.
     pub tls: Option<crate::security::tls::ServerTls>,
+    /// ACL enforcement settings.
+    pub authorizer: Arc<crate::security::acl::AuthorizerConfig>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (record and log-append timestamps).
@@ -137,6 +139,14 @@ impl Broker {
             (Some(cert), Some(key)) => Some(crate::security::tls::ServerTls::load(cert, key).map_err(Error::Config)?),
             _ => None,
         };
+        let authorizer = Arc::new(
+            crate::security::acl::AuthorizerConfig::parse(
+                &config.authorizer,
+                &config.super_users,
+                config.allow_everyone_if_no_acl_found,
+            )
+            .map_err(Error::Config)?,
+        );
         if config.sasl_bootstrap_user.is_some() && config.sasl_bootstrap_password.is_none() {
             return Err(Error::Config("--sasl-bootstrap-user needs AUTOMQ_SASL_BOOTSTRAP_PASSWORD".into()));
         }
@@ -199,6 +209,7 @@ impl Broker {
             auth_throttle: Default::default(),
             sasl,
             tls,
+            authorizer,
         });
         let _ = slot.set(broker.clone());
         broker.sync_topics();

@@ -133,6 +133,29 @@ pub struct BrokerConfig {
     #[arg(skip = std::env::var("AUTOMQ_SASL_BOOTSTRAP_PASSWORD").ok())]
     pub sasl_bootstrap_password: Option<String>,
 
+    /// A directory of SCRAM users to keep in the cluster: each file's name is a user, its
+    /// content (trailing newline ignored) the password. The users' SCRAM-SHA-256 and -512
+    /// credentials are created or updated at start and whenever the files change (on
+    /// Kubernetes: a projected volume of the users' Secrets). Users not in the directory are
+    /// left alone.
+    #[arg(long, env = "AUTOMQ_SCRAM_USERS_DIR")]
+    pub scram_users_dir: Option<PathBuf>,
+
+    /// The authorizer: `none` (every client may do everything) or `acl` (Kafka ACLs, managed
+    /// with CreateAcls / DeleteAcls and enforced on every request).
+    #[arg(long, env = "AUTOMQ_AUTHORIZER", default_value = "none")]
+    pub authorizer: String,
+
+    /// Principals that bypass ACLs, `;`-separated as in Kafka's super.users, e.g.
+    /// `User:admin;User:operator`.
+    #[arg(long, env = "AUTOMQ_SUPER_USERS", default_value = "")]
+    pub super_users: String,
+
+    /// Allow an operation on a resource that has no ACL at all (allow.everyone.if.no.acl.found);
+    /// off by default, as in Kafka.
+    #[arg(long, env = "AUTOMQ_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_everyone_if_no_acl_found: bool,
+
     /// Partitions of the internal transaction state topic (created on first use).
     #[arg(long, env = "AUTOMQ_TRANSACTION_STATE_PARTITIONS", default_value_t = 8)]
     pub transaction_state_partitions: i32,

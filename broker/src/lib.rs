@@ -79,6 +79,13 @@ impl RunningBroker {
                 .await
                 .map_err(|e| error::Error::Config(format!("cannot create the bootstrap user {user:?}: {e}")))?;
         }
+        if let Some(dir) = broker.config.scram_users_dir.clone() {
+            security::credentials::sync_users_dir(&broker, &dir)
+                .await
+                .map_err(|e| error::Error::Config(format!("--scram-users-dir: {e}")))?;
+            let every = std::time::Duration::from_secs(2);
+            tasks.push(tokio::spawn(security::credentials::watch_users_dir(broker.clone(), dir, every, rx.clone())));
+        }
         tasks.push(tokio::spawn(server::serve(kafka, broker.clone(), rx.clone())));
         let cleaner = broker.clone();
         let mut cleaner_rx = rx.clone();

@@ -49,6 +49,8 @@ pub struct BrokerMetrics {
     pub authentications: Family<AuthLabels, Counter>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Counter,
+    /// Authorization checks that refused, by API.
+    pub authorization_denials: Family<ApiLabels, Counter>,
     /// The cluster as this broker sees it.
     pub cluster: ClusterMetrics,
 }
@@ -87,6 +89,7 @@ impl BrokerMetrics {
             txn_timeouts: Counter::default(),
             authentications: Family::default(),
             tls_handshake_failures: Counter::default(),
+            authorization_denials: Family::default(),
             cluster: ClusterMetrics::default(),
         };
         let c = &m.cluster;
@@ -150,6 +153,11 @@ impl BrokerMetrics {
             "TLS handshakes on the Kafka listener that failed or timed out",
             m.tls_handshake_failures.clone(),
         );
+        registry.register(
+            "automq_broker_authorization_denials",
+            "ACL checks that refused a resource of a request, by API",
+            m.authorization_denials.clone(),
+        );
         registry.register("automq_broker_requests", "Kafka requests by API", m.requests.clone());
         registry.register(
             "automq_broker_request_errors",
@@ -185,6 +193,10 @@ impl BrokerMetrics {
 
     pub fn partition_closed(&self, took: std::time::Duration) {
         self.partition_close_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn authorization_denied(&self, api: &str, n: u32) {
+        self.authorization_denials.get_or_create(&ApiLabels { api: api.to_string() }).inc_by(u64::from(n));
     }
 
     pub fn authentication(&self, mechanism: &str, ok: bool) {

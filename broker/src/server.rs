@@ -51,6 +51,8 @@ pub struct Request {
     pub body: RequestKind,
     /// The client's address (set by the connection).
     pub peer: Option<SocketAddr>,
+    /// The authenticated user (SASL), if any; ACLs see `User:{principal}`, or `User:ANONYMOUS`.
+    pub principal: Option<String>,
 }
 
 /// Decodes one frame body (without its size prefix).
@@ -78,7 +80,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
     match decoded {
         Ok(Ok((mut header, body))) => {
             header.request_api_version = version;
-            Ok(Request { header, api_key, body, peer: None })
+            Ok(Request { header, api_key, body, peer: None, principal: None })
         }
         Ok(Err(e)) => Err(FrameError::Malformed(api_key, version, e.to_string())),
         Err(_) => Err(FrameError::Malformed(api_key, version, "decoder panicked".into())),
@@ -248,6 +250,7 @@ where
             }
             continue;
         }
+        request.principal = sasl.as_ref().and_then(|s| s.principal().map(str::to_string));
         let reply = handlers::dispatch(&broker, request).await;
         if tx.send(Queued { api_key, version, correlation_id, reply }).await.is_err() {
             break;

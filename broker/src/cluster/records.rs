@@ -156,6 +156,8 @@ pub struct ClusterView {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     /// The raw catalog values of the cluster records, for compare-and-set changes.
     pub raw: BTreeMap<String, String>,
+    /// The cluster's ACLs, indexed for the authorizer.
+    pub acls: crate::security::acl::Acls,
 }
 
 fn scan<'a>(state: &'a CatalogState, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
@@ -189,13 +191,14 @@ impl ClusterView {
                 Err(e) => tracing::error!(key = %k, error = %e, "unreadable assignment record"),
             }
         }
-        // Topic links and SCRAM credentials: kept raw, parsed where used (crate::link,
+        // Topic links, SCRAM credentials and ACLs: kept raw, parsed where used (crate::link,
         // crate::security::credentials).
-        for prefix in [crate::link::LINK_PREFIX, crate::security::credentials::PREFIX] {
+        for prefix in [crate::link::LINK_PREFIX, crate::security::credentials::PREFIX, crate::security::acl::PREFIX] {
             for (k, v) in scan(state, prefix) {
                 view.raw.insert(k.clone(), v.clone());
             }
         }
+        view.acls = crate::security::acl::Acls::from_raw(&view.raw);
         for (k, v) in scan(state, KV_PREFIX) {
             match serde_json::from_str::<TopicMeta>(v) {
                 Ok(t) => {

@@ -75,6 +75,9 @@ pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DescribeUserScramCredentials => (0, 0),
         ApiKey::AlterUserScramCredentials => (0, 0),
         ApiKey::ListTransactions => (0, 1),
+        ApiKey::CreateAcls => (1, 3),
+        ApiKey::DescribeAcls => (1, 3),
+        ApiKey::DeleteAcls => (1, 3),
         _ => return crate::groups::handlers::supported_versions(api_key),
     };
     let codec = api_key.valid_versions();
@@ -108,7 +111,17 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
         client_host: request.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
     };
     let b = broker.clone();
-    let reply = match request.body {
+    let authz = crate::security::authz::Authz::new(broker, request.principal.as_deref(), request.peer.map(|p| p.ip()));
+    let gate = crate::security::authz::gate(&authz, broker, request.body, version);
+    let denials = authz.denials();
+    if denials > 0 {
+        broker.metrics.authorization_denied(&api, denials);
+    }
+    let (body, fix) = match gate {
+        crate::security::authz::Gate::Pass(body, fix) => (body, fix),
+        crate::security::authz::Gate::Refuse(response) => return Reply::Now(Some(response)),
+    };
+    let reply = match body {
         RequestKind::ApiVersions(r) => Reply::Now(Some(ResponseKind::ApiVersions(api_versions::handle(&r, version)))),
         RequestKind::Metadata(r) => {
             Reply::Now(Some(ResponseKind::Metadata(metadata::handle(&b, r, version, &client.client_id).await)))
@@ -188,6 +201,15 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
         RequestKind::ListTransactions(r) => {
             Reply::Now(Some(ResponseKind::ListTransactions(crate::txn::handlers::list(&b, r))))
         }
+        RequestKind::CreateAcls(r) => {
+            Reply::Now(Some(ResponseKind::CreateAcls(crate::security::acl::create(&b, r).await)))
+        }
+        RequestKind::DescribeAcls(r) => {
+            Reply::Now(Some(ResponseKind::DescribeAcls(crate::security::acl::describe(&b, r))))
+        }
+        RequestKind::DeleteAcls(r) => {
+            Reply::Now(Some(ResponseKind::DeleteAcls(crate::security::acl::delete(&b, r).await)))
+        }
         other => match crate::groups::handlers::dispatch(&b, other, version, &client).await {
             Some(response) => Reply::Now(Some(response)),
             None => {
@@ -199,12 +221,18 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
     };
     let latency = broker.metrics.latency.get_or_create(&ApiLabels { api }).clone();
     match reply {
-        Reply::Now(r) => {
+        Reply::Now(mut r) => {
+            if let (Some(fix), Some(r)) = (fix, r.as_mut()) {
+                fix(r);
+            }
             latency.observe(started.elapsed().as_secs_f64());
             Reply::Now(r)
         }
         Reply::Later(fut) => Reply::Later(Box::pin(async move {
-            let r = fut.await;
+            let mut r = fut.await;
+            if let (Some(fix), Some(r)) = (fix, r.as_mut()) {
+                fix(r);
+            }
             latency.observe(started.elapsed().as_secs_f64());
             r
         })),
