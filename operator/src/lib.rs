@@ -14,6 +14,7 @@ pub mod context;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod security;
 pub mod settings;
 pub mod status;
 pub mod topiclink;
@@ -41,6 +42,9 @@ pub enum Error {
     Waiting(String),
     #[error("serializing {what}: {source}")]
     Serialize { what: &'static str, source: serde_json::Error },
+    /// The answer to a GET of Secret `{0}` did not parse (its body is never quoted).
+    #[error("Secret {0}: the API server's answer is not a Secret")]
+    Secret(String),
 }
 
 impl Error {
@@ -54,6 +58,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Waiting(_) => "waiting",
             Error::Serialize { .. } => "serialize",
+            Error::Secret(_) => "secret",
         }
     }
 }

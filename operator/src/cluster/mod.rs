@@ -32,6 +32,8 @@ use crate::{with_finalizer, Context, Error, Result, FIELD_MANAGER};
 pub const KIND: &str = "AutoMQCluster";
 /// Deletion waits for the brokers to shut down cleanly.
 pub const FINALIZER: &str = "automq.rs/broker-shutdown";
+/// How soon a missing Secret is looked for again (the operator does not watch Secrets).
+pub const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 #[instrument(skip(cluster, ctx), fields(namespace = cluster.namespace(), name = cluster.name_any()))]
 pub async fn reconcile(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -103,6 +105,7 @@ pub fn validate(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     }
     pools::validate(cluster)?;
     crate::pods::check_env_overrides(spec.pod_template.as_ref())?;
+    crate::security::validate_cluster(spec.security.as_ref())?;
     resources::config_map(cluster)
 }
 
@@ -128,6 +131,16 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
             return Ok(Action::await_change());
         }
     };
+
+    // The brokers' certificate and passwords: without them a new broker pod would not start, so
+    // nothing changes (no broker restarts) until they exist. Secrets are not watched: checked
+    // again in 30 s.
+    let uses = crate::security::cluster_secrets(cluster.spec.security.as_ref());
+    if let Some(message) = crate::security::missing_secrets(&ctx.client, &namespace, &uses).await? {
+        let health = Health::failed("SecretNotFound", &message);
+        write_status(&cluster, &ctx, status.clone(), &health, Some(&message)).await?;
+        return Ok(Action::requeue(SECRET_RECHECK));
+    }
 
     let all_pools = pools::pools(&cluster);
     let removed = pools::removed(&cluster, &status);
@@ -481,6 +494,7 @@ fn summarize(
             listeners.kafka_port()
         )),
         controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id),
+        security_protocol: Some(crate::security::security_protocol(cluster.spec.security.as_ref()).into()),
         draining: (!draining.is_empty()).then_some(draining),
         rolling: None,
         // Only what the brokers said now: without an answer, nothing is known.

@@ -112,6 +112,8 @@ pub fn config_map(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
             data.insert("AUTOMQ_POOL_RULES".into(), rules.join("\n"));
         }
     }
+    // Paths, mechanisms and user names only: certificates and passwords stay in their Secrets.
+    data.extend(crate::security::broker_settings(spec.security.as_ref()));
     Ok(ConfigMap { metadata: meta(cluster, config_name(cluster)), data: Some(data), ..ConfigMap::default() })
 }
 
@@ -191,6 +193,14 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
     }
 
     let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
+    let mut volumes = vec![pod::empty_dir("data", None)];
+    let security = spec.security.as_ref();
+    let (secret_volumes, secret_mounts) = crate::security::volumes(
+        security.and_then(|s| s.tls.as_ref()),
+        security.and_then(|s| s.users.as_deref()).unwrap_or_default(),
+    );
+    volumes.extend(secret_volumes);
+    mounts.extend(secret_mounts);
     let mut claims = None;
     if let (WalKind::File, Some(volume)) = (pool.wal.kind, &pool.wal.volume) {
         mounts.push(VolumeMount { name: "wal".into(), mount_path: WAL_MOUNT.into(), ..VolumeMount::default() });
@@ -243,7 +253,7 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
     let mut pod_spec = PodSpec {
         service_account_name: Some(broker_name(cluster)),
         containers: vec![container],
-        volumes: Some(vec![pod::empty_dir("data", None)]),
+        volumes: Some(volumes),
         // Brokers hand their partitions off on SIGTERM; give them time to.
         termination_grace_period_seconds: Some(60),
         security_context: Some(pod::pod_security()),

@@ -71,6 +71,9 @@ async fn reconcile_apply(w: Arc<AnalyticsWarehouse>, ctx: Arc<Context>) -> Resul
     if let Err(message) = crate::pods::check_env_overrides(w.spec.pod_template.as_ref()) {
         return invalid(message).await;
     }
+    if let Err(message) = crate::security::validate_warehouse(&w.spec) {
+        return invalid(message).await;
+    }
     if let Some(a) = &w.spec.autoscaling {
         if a.min_replicas > a.max_replicas {
             return invalid(format!(
@@ -84,6 +87,13 @@ async fn reconcile_apply(w: Arc<AnalyticsWarehouse>, ctx: Arc<Context>) -> Resul
         Ok(config) => config,
         Err(message) => return invalid(message).await,
     };
+    // The query nodes' certificate and passwords: without them a new pod would not start, so
+    // nothing changes (no rolling update) until they exist; checked again in 30 s.
+    let uses = crate::security::warehouse_secrets(w.spec.security.as_ref());
+    if let Some(message) = crate::security::missing_secrets(&ctx.client, &namespace, &uses).await? {
+        write_status(&w, &ctx, status, &Health::failed("SecretNotFound", &message), Some(&message)).await?;
+        return Ok(Action::requeue(crate::cluster::SECRET_RECHECK));
+    }
 
     let children = async {
         apply(&ctx.client, &resources::service_account(&w)).await.map_err(|e| ("ServiceAccount", e))?;

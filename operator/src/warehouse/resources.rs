@@ -88,6 +88,8 @@ pub fn config_map(w: &AnalyticsWarehouse, kafka_bootstrap: Option<String>) -> Re
     if let Some(bootstrap) = kafka_bootstrap {
         data.insert("AUTOMQ_DEFAULT_KAFKA_BROKERS".into(), bootstrap);
     }
+    // Paths and flags only: certificates and passwords stay in their Secrets.
+    data.extend(crate::security::query_node_settings(spec.security.as_ref()));
     Ok(ConfigMap { metadata: meta(w, config_name(w)), data: Some(data), ..ConfigMap::default() })
 }
 
@@ -165,7 +167,7 @@ pub fn stateful_set(w: &AnalyticsWarehouse, config: &ConfigMap) -> Result<Statef
     let spec = &w.spec;
     let mut env = pod::identity_env();
     env.extend(pod::credential_env(&spec.object_storage));
-    if let Some(secret) = &spec.root_password_secret {
+    if let Some(secret) = spec.root_password() {
         env.push(EnvVar {
             name: "AUTOMQ_ROOT_PASSWORD".into(),
             value: None,
@@ -179,6 +181,15 @@ pub fn stateful_set(w: &AnalyticsWarehouse, config: &ConfigMap) -> Result<Statef
             }),
         });
     }
+    let mut mounts = vec![VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }];
+    let mut volumes = vec![pod::empty_dir("data", None)];
+    let security = spec.security.as_ref();
+    let (secret_volumes, secret_mounts) = crate::security::volumes(
+        security.and_then(|s| s.tls.as_ref()),
+        security.and_then(|s| s.users.as_deref()).unwrap_or_default(),
+    );
+    volumes.extend(secret_volumes);
+    mounts.extend(secret_mounts);
     let container = Container {
         name: "query-node".into(),
         image: Some(spec.image.clone()),
@@ -195,18 +206,14 @@ pub fn stateful_set(w: &AnalyticsWarehouse, config: &ConfigMap) -> Result<Statef
         resources: spec.resources.clone(),
         readiness_probe: Some(pod::http_probe("/readyz", 2, 3)),
         liveness_probe: Some(pod::http_probe("/healthz", 10, 6)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
         security_context: Some(pod::container_security()),
         ..Container::default()
     };
     let mut pod_spec = PodSpec {
         service_account_name: Some(query_name(w)),
         containers: vec![container],
-        volumes: Some(vec![pod::empty_dir("data", None)]),
+        volumes: Some(volumes),
         termination_grace_period_seconds: Some(60),
         security_context: Some(pod::pod_security()),
         ..PodSpec::default()
