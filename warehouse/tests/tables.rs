@@ -75,8 +75,13 @@ async fn error_code(engine: &Engine, s: &mut Session, sql: &str) -> u16 {
     }
 }
 
+/// A session of the bootstrap superuser (these tests are about tables, not privileges).
+fn root() -> Session {
+    Session { user: "root".into(), ..Session::default() }
+}
+
 fn session(db: &str) -> Session {
-    Session { database: Some(db.to_string()), ..Session::default() }
+    Session { database: Some(db.to_string()), ..root() }
 }
 
 type Model = BTreeMap<i64, (String, i64)>;
@@ -87,7 +92,7 @@ fn expected(model: &Model) -> Vec<Vec<String>> {
 
 async fn primary_key_upserts_and_deletes_match_a_reference(store: SharedStore) {
     let engine = node(&store).await;
-    let mut s = Session::default();
+    let mut s = root();
     exec(&engine, &mut s, "CREATE DATABASE shop").await;
     let mut s = session("shop");
     exec(
@@ -180,13 +185,13 @@ fn dupes(values: &[String]) -> u64 {
 async fn a_second_node_sees_commits_and_both_can_write(store: SharedStore) {
     let a = node(&store).await;
     let b = node(&store).await;
-    let mut sa = Session::default();
+    let mut sa = root();
     exec(&a, &mut sa, "CREATE DATABASE d").await;
     let mut sa = session("d");
     exec(&a, &mut sa, "CREATE TABLE t (k INT PRIMARY KEY, v VARCHAR(10))").await;
     exec(&a, &mut sa, "INSERT INTO t VALUES (1, 'a1'), (2, 'a2')").await;
 
-    let mut sb = Session::default();
+    let mut sb = root();
     exec(&b, &mut sb, "USE d").await;
     assert_eq!(rows(&b, &mut sb, "SELECT k, v FROM t ORDER BY k").await, [["1", "a1"], ["2", "a2"]]);
     // B was behind when A wrote; its write lands on top, and A sees it.
@@ -221,7 +226,7 @@ async fn a_second_node_sees_commits_and_both_can_write(store: SharedStore) {
 
 async fn duplicate_tables_ddl_and_errors(store: SharedStore) {
     let engine = node(&store).await;
-    let mut s = Session::default();
+    let mut s = root();
     assert_eq!(error_code(&engine, &mut s, "CREATE TABLE t (a INT)").await, 1046);
     exec(&engine, &mut s, "CREATE DATABASE IF NOT EXISTS d").await;
     assert_eq!(error_code(&engine, &mut s, "CREATE DATABASE d").await, 1007);
@@ -291,7 +296,7 @@ async fn a_change_computed_before_a_refresh_does_not_overwrite_what_the_refresh_
     let slow = Arc::new(FaultInjector::new(store.clone(), 1));
     let a = node(&(slow.clone() as SharedStore)).await;
     let b = node(&store).await;
-    let mut sa = Session::default();
+    let mut sa = root();
     exec(&a, &mut sa, "CREATE DATABASE d").await;
     let mut sa = session("d");
     exec(&a, &mut sa, "CREATE TABLE t (k INT, v VARCHAR(10)) DUPLICATE KEY(k)").await;

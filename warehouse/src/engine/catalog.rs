@@ -1,6 +1,10 @@
 //! The warehouse as DataFusion's catalog `def`: one schema per database, tables served from
 //! the committed metadata, and MySQL's `information_schema` (SCHEMATA, TABLES, COLUMNS,
 //! KEY_COLUMN_USAGE, STATISTICS) generated from it.
+//!
+//! Each statement gets its own catalog carrying its user's [`Access`]: names are listed (and
+//! information_schema has rows) only for what the user holds some privilege on. Reading a table
+//! is not refused here but on the statement's plan, with MySQL's error.
 
 use std::sync::Arc;
 
@@ -10,6 +14,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 
+use crate::access::Access;
 use crate::table::provider::WarehouseTable;
 use crate::table::types::SqlType;
 use crate::table::{KeyModel, Warehouse};
@@ -21,23 +26,38 @@ type TableRow = (String, Arc<crate::table::TableMeta>);
 
 #[derive(Debug)]
 pub(super) struct WarehouseCatalog {
-    pub(super) warehouse: Arc<Warehouse>,
+    warehouse: Arc<Warehouse>,
+    access: Arc<Access>,
+}
+
+impl WarehouseCatalog {
+    pub(super) fn new(warehouse: Arc<Warehouse>, access: Arc<Access>) -> Arc<Self> {
+        Arc::new(WarehouseCatalog { warehouse, access })
+    }
 }
 
 impl CatalogProvider for WarehouseCatalog {
     fn schema_names(&self) -> Vec<String> {
         let mut names = self.warehouse.databases();
+        names.retain(|db| self.access.sees_database(db));
         names.push(INFORMATION_SCHEMA.to_string());
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name.eq_ignore_ascii_case(INFORMATION_SCHEMA) {
-            return Some(Arc::new(InformationSchema { warehouse: self.warehouse.clone() }));
+            return Some(Arc::new(InformationSchema {
+                warehouse: self.warehouse.clone(),
+                access: self.access.clone(),
+            }));
         }
-        self.warehouse
-            .database_exists(name)
-            .then(|| Arc::new(DatabaseSchema { warehouse: self.warehouse.clone(), db: name.to_string() }) as _)
+        self.warehouse.database_exists(name).then(|| {
+            Arc::new(DatabaseSchema {
+                warehouse: self.warehouse.clone(),
+                db: name.to_string(),
+                access: self.access.clone(),
+            }) as _
+        })
     }
 
     fn register_schema(
@@ -53,12 +73,15 @@ impl CatalogProvider for WarehouseCatalog {
 struct DatabaseSchema {
     warehouse: Arc<Warehouse>,
     db: String,
+    access: Arc<Access>,
 }
 
 #[async_trait]
 impl SchemaProvider for DatabaseSchema {
     fn table_names(&self) -> Vec<String> {
-        self.warehouse.tables(&self.db).unwrap_or_default()
+        let mut names = self.warehouse.tables(&self.db).unwrap_or_default();
+        names.retain(|t| self.access.sees_table(&self.db, t));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -80,6 +103,7 @@ impl SchemaProvider for DatabaseSchema {
 #[derive(Debug)]
 struct InformationSchema {
     warehouse: Arc<Warehouse>,
+    access: Arc<Access>,
 }
 
 const INFO_TABLES: &[&str] = &["schemata", "tables", "columns", "key_column_usage", "statistics", "views"];
@@ -99,6 +123,9 @@ impl InformationSchema {
         let mut out = Vec::new();
         for db in self.warehouse.databases() {
             for name in self.warehouse.tables(&db).unwrap_or_default() {
+                if !self.access.sees_table(&db, &name) {
+                    continue;
+                }
                 if let Some(meta) = self.warehouse.table(&db, &name) {
                     out.push((db.clone(), meta));
                 }
@@ -112,6 +139,7 @@ impl InformationSchema {
         match name {
             "schemata" => {
                 let mut dbs = self.warehouse.databases();
+                dbs.retain(|db| self.access.sees_database(db));
                 dbs.push(INFORMATION_SCHEMA.into());
                 text_table(
                     &[

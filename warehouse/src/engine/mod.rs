@@ -4,26 +4,27 @@
 //!
 //! The catalog `def` (MySQL's catalog name) has one schema per database.
 
+mod accounts;
 mod catalog;
 mod errors;
 mod insert;
 pub mod probes;
 mod show;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use automq_storage::object_store::MemoryStore;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use futures::{stream, StreamExt, TryStreamExt};
-use parking_lot::RwLock;
 
+use crate::access::{plan, Access, Privilege};
 use crate::load::RoutineLoads;
 use crate::mysql::auth::StoredCredential;
 use crate::mysql::binary::Param;
@@ -40,7 +41,8 @@ pub const CATALOG: &str = "def";
 /// The engine shared by every connection of a query node.
 pub struct Engine {
     ctx: SessionContext,
-    users: RwLock<HashMap<String, StoredCredential>>,
+    /// The bootstrap superuser's credential (`--root-password`); other users are in the catalog.
+    root: StoredCredential,
     warehouse: Arc<Warehouse>,
     loads: Arc<RoutineLoads>,
 }
@@ -141,9 +143,9 @@ impl Engine {
             .set_str("datafusion.sql_parser.dialect", "MySQL");
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, Arc::new(catalog::WarehouseCatalog { warehouse: warehouse.clone() }));
-        let users = HashMap::from([("root".to_string(), StoredCredential::from_password(root_password))]);
-        Arc::new(Engine { ctx, users: RwLock::new(users), warehouse, loads })
+        ctx.register_catalog(CATALOG, catalog::WarehouseCatalog::new(warehouse.clone(), Arc::new(Access::root())));
+        let root = StoredCredential::from_password(root_password);
+        Arc::new(Engine { ctx, root, warehouse, loads })
     }
 
     /// An engine on a private in-memory bucket (tests, examples).
@@ -163,36 +165,57 @@ impl Engine {
     }
 
     /// CREATE / ALTER / PAUSE / RESUME / STOP / SHOW ROUTINE LOAD.
-    async fn routine_load(&self, session: &Session, sql: &str) -> Result<Option<Response>, MysqlError> {
+    async fn routine_load(
+        &self,
+        session: &Session,
+        access: &Access,
+        sql: &str,
+    ) -> Result<Option<Response>, MysqlError> {
         use crate::load::stmt::{self, LoadStatement};
         let Some(statement) = stmt::parse(sql).map_err(|e| wh(e.into()))? else { return Ok(None) };
         let db_of = |db: Option<String>| -> Result<String, MysqlError> {
             let db = db.or_else(|| session.database.clone()).ok_or_else(MysqlError::no_database_selected)?;
+            access.require_sees_database(&db)?;
             if !self.warehouse.database_exists(&db) {
                 return Err(MysqlError::unknown_database(&db));
             }
             Ok(db)
         };
         match statement {
+            // Managing a job needs ALL on its table; seeing it, some privilege on that table.
             LoadStatement::Create(c) => {
                 let db = db_of(c.db.clone())?;
+                access.require(Privilege::All, "CREATE ROUTINE LOAD", &db, &c.table)?;
                 self.loads.create(&db, c, sql).await.map_err(wh)?;
             }
             LoadStatement::Alter(a) => {
                 let db = db_of(a.db.clone())?;
+                self.require_on_job(access, &db, &a.name, "ALTER ROUTINE LOAD")?;
                 self.loads.alter(&db, a).await.map_err(wh)?;
             }
             LoadStatement::Control { action, db, name } => {
                 let db = db_of(db)?;
+                self.require_on_job(access, &db, &name, "ROUTINE LOAD")?;
                 self.loads.control(&db, &name, action).await.map_err(wh)?;
             }
             LoadStatement::Show { all, db, name } => {
                 let db = db_of(db)?;
-                let (names, r) = self.loads.show(&db, name.as_deref(), all);
+                let (names, mut r) = self.loads.show(&db, name.as_deref(), all);
+                let table_column = names.iter().position(|n| *n == "TableName");
+                r.retain(|row| table_column.and_then(|c| row[c].as_deref()).is_some_and(|t| access.sees_table(&db, t)));
                 return Ok(Some(nullable_rows(&names, r)));
             }
         }
         Ok(Some(Response::ok()))
+    }
+
+    /// ALL on the table a routine-load job loads (ALL on the database for an unknown job, so
+    /// that its absence is reported only to whoever could have created it).
+    fn require_on_job(&self, access: &Access, db: &str, job: &str, command: &str) -> Result<(), MysqlError> {
+        match self.loads.job(db, job) {
+            Some(j) => access.require(Privilege::All, command, db, &j.table),
+            None => access.require_database(Privilege::All, db),
+        }
     }
 
     fn databases(&self) -> Vec<String> {
@@ -207,12 +230,33 @@ impl Engine {
         name.eq_ignore_ascii_case(INFORMATION_SCHEMA) || self.warehouse.database_exists(name)
     }
 
-    /// A session context whose default schema is the session's database.
-    fn session_context(&self, session: &Session) -> SessionContext {
+    /// A session context whose default schema is the session's database, and whose catalog
+    /// (information_schema in particular) shows only what `access` may see.
+    fn session_context(&self, session: &Session, access: &Access) -> SessionContext {
         let state = self.ctx.state();
-        let schema = session.database.clone().unwrap_or_else(|| INFORMATION_SCHEMA.to_string());
+        let schema = default_schema(session);
         let config = state.config().clone().with_default_catalog_and_schema(CATALOG, &schema);
-        SessionContext::new_with_state(SessionStateBuilder::new_from_existing(state).with_config(config).build())
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(
+            CATALOG.to_string(),
+            catalog::WarehouseCatalog::new(self.warehouse.clone(), Arc::new(access.clone())),
+        );
+        SessionContext::new_with_state(
+            SessionStateBuilder::new_from_existing(state).with_config(config).with_catalog_list(catalogs).build(),
+        )
+    }
+
+    /// Plans `sql` and checks the user may touch every table the plan reads or writes.
+    async fn checked_plan(
+        &self,
+        ctx: &SessionContext,
+        session: &Session,
+        access: &Access,
+        sql: &str,
+    ) -> Result<LogicalPlan, MysqlError> {
+        let plan = ctx.state().create_logical_plan(sql).await.map_err(errors::to_mysql)?;
+        access.check_plan(&plan::needs(&plan, &default_schema(session)))?;
+        Ok(plan)
     }
 
     async fn create_database(&self, name: &str, if_not_exists: bool) -> Result<Response, MysqlError> {
@@ -236,8 +280,15 @@ impl Engine {
         }
     }
 
-    fn show_tables(&self, db: Option<String>, full: bool, like: Option<&str>) -> Result<Response, MysqlError> {
+    fn show_tables(
+        &self,
+        access: &Access,
+        db: Option<String>,
+        full: bool,
+        like: Option<&str>,
+    ) -> Result<Response, MysqlError> {
         let db = db.ok_or_else(MysqlError::no_database_selected)?;
+        access.require_sees_database(&db)?;
         let mut names = if db.eq_ignore_ascii_case(INFORMATION_SCHEMA) {
             vec![
                 "columns".into(),
@@ -250,7 +301,7 @@ impl Engine {
         } else {
             self.warehouse.tables(&db).map_err(wh)?
         };
-        names.retain(|n| like.is_none_or(|p| probes::like(n, p)));
+        names.retain(|n| like.is_none_or(|p| probes::like(n, p)) && access.sees_table(&db, n));
         names.sort();
         let header = format!("Tables_in_{db}");
         if full {
@@ -269,7 +320,7 @@ impl Engine {
             .ok_or_else(|| MysqlError::no_such_table(format!("Table '{db}.{name}' doesn't exist")))
     }
 
-    async fn create_table(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
+    async fn create_table(&self, session: &Session, access: &Access, sql: &str) -> Result<Response, MysqlError> {
         let parsed = match ddl::parse_create_table(sql).map_err(|e| wh(e.into()))? {
             Some(p) => p,
             None => return Err(MysqlError::not_supported("only CREATE TABLE and CREATE DATABASE are supported")),
@@ -278,6 +329,7 @@ impl Engine {
             Some(db) => db,
             None => return Err(MysqlError::no_database_selected()),
         };
+        access.require(Privilege::All, "CREATE", &db, &parsed.name)?;
         let Some(query) = parsed.as_query.clone() else {
             let created =
                 self.warehouse.create_table(&db, &parsed.name, parsed.def, parsed.if_not_exists).await.map_err(wh)?;
@@ -288,8 +340,9 @@ impl Engine {
             });
         };
         // CREATE TABLE ... AS SELECT: the query's columns (unless declared) and its rows.
-        let ctx = self.session_context(session);
-        let df = ctx.sql(&query).await.map_err(errors::to_mysql)?;
+        let ctx = self.session_context(session, access);
+        let plan = self.checked_plan(&ctx, session, access, &query).await?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(errors::to_mysql)?;
         let result_schema = df.schema().as_arrow().clone();
         let mut def = parsed.def.clone();
         if def.columns.is_empty() {
@@ -335,10 +388,17 @@ impl Engine {
         Ok(Response::Ok { affected_rows: n, last_insert_id: 0, info: String::new() })
     }
 
-    async fn drop_tables(&self, session: &Session, names: &[String], if_exists: bool) -> Result<Response, MysqlError> {
+    async fn drop_tables(
+        &self,
+        session: &Session,
+        access: &Access,
+        names: &[String],
+        if_exists: bool,
+    ) -> Result<Response, MysqlError> {
         for word in names {
             for part in word.split(',').filter(|p| !p.is_empty()) {
                 let (db, name) = qualified(part, session)?;
+                access.require(Privilege::All, "DROP", &db, &name)?;
                 if !self.database_exists(&db) {
                     return Err(MysqlError::unknown_database(&db));
                 }
@@ -354,11 +414,17 @@ impl Engine {
     }
 
     /// `INSERT ... VALUES` with literals only, without the planner.
-    async fn literal_insert(&self, session: &Session, parsed: insert::LiteralInsert) -> Result<Response, MysqlError> {
+    async fn literal_insert(
+        &self,
+        session: &Session,
+        access: &Access,
+        parsed: insert::LiteralInsert,
+    ) -> Result<Response, MysqlError> {
         let db = match parsed.database.clone().or_else(|| session.database.clone()) {
             Some(db) => db,
             None => return Err(MysqlError::no_database_selected()),
         };
+        access.require(Privilege::Insert, "INSERT", &db, &parsed.table)?;
         let meta = self.table_meta(&db, &parsed.table)?;
         let batch = insert::to_batch(&parsed, &meta).map_err(|(code, msg)| {
             let state = match code {
@@ -374,10 +440,10 @@ impl Engine {
     }
 
     /// Runs SQL through DataFusion.
-    async fn run(&self, session: &Session, sql: &str) -> Result<Response, MysqlError> {
-        let ctx = self.session_context(session);
+    async fn run(&self, session: &Session, access: &Access, sql: &str) -> Result<Response, MysqlError> {
+        let ctx = self.session_context(session, access);
         // Classify before executing: DataFusion runs DDL eagerly and hands back an empty plan.
-        let plan = ctx.state().create_logical_plan(sql).await.map_err(errors::to_mysql)?;
+        let plan = self.checked_plan(&ctx, session, access, sql).await?;
         if let LogicalPlan::Ddl(ddl) = &plan {
             return Err(MysqlError::not_supported(format!("{} is not supported", ddl.name())));
         }
@@ -397,6 +463,11 @@ impl Engine {
         let batches = stream.map_err(errors::to_mysql).boxed();
         Ok(Response::Rows { schema, table: String::new(), batches })
     }
+}
+
+/// The schema unqualified names resolve in: the session's database, else information_schema.
+fn default_schema(session: &Session) -> String {
+    session.database.clone().unwrap_or_else(|| INFORMATION_SCHEMA.to_string())
 }
 
 fn rows(names: &[&str], rows: Vec<Vec<String>>) -> Response {
@@ -501,10 +572,12 @@ pub fn bind(sql: &str, params: &[Param]) -> Result<String, MysqlError> {
 #[async_trait]
 impl QueryHandler for Engine {
     async fn credential(&self, user: &str) -> Option<StoredCredential> {
-        self.users.read().get(user).cloned()
+        self.stored_credential(user).await
     }
 
     async fn use_database(&self, session: &mut Session, database: &str) -> Result<(), MysqlError> {
+        // Privileges first: whether a database exists is not told to whoever may not see it.
+        self.access(session).require_sees_database(database)?;
         if !self.database_exists(database) {
             self.warehouse.refresh().await.map_err(wh)?;
         }
@@ -517,10 +590,16 @@ impl QueryHandler for Engine {
 
     #[tracing::instrument(skip(self, session), fields(db = ?session.database))]
     async fn query(&self, session: &mut Session, sql: &str) -> Result<Response, MysqlError> {
+        if accounts::is_account_statement(sql) {
+            self.warehouse.refresh_if_stale().await.map_err(wh)?;
+            let access = self.access(session);
+            return self.account_statement(session, &access, sql).await;
+        }
         if let Some(answer) = probes::answer(sql, session) {
             return Ok(answer);
         }
         self.warehouse.refresh_if_stale().await.map_err(wh)?;
+        let access = self.access(session);
         let w = words(sql);
         let w: Vec<&str> = w.iter().map(String::as_str).collect();
         let orig: Vec<&str> = sql.trim().trim_end_matches(';').split_whitespace().collect();
@@ -535,67 +614,89 @@ impl QueryHandler for Engine {
                 Ok(Response::ok())
             }
             ["create", "database" | "schema", "if", "not", "exists", _, ..] => {
-                self.create_database(&ident(orig[5]), true).await
+                let name = ident(orig[5]);
+                access.require_database(Privilege::All, &name)?;
+                self.create_database(&name, true).await
             }
-            ["create", "database" | "schema", _, ..] => self.create_database(&ident(orig[2]), false).await,
-            ["drop", "database" | "schema", "if", "exists", _] => self.drop_database(&ident(orig[4]), true).await,
-            ["drop", "database" | "schema", _] => self.drop_database(&ident(orig[2]), false).await,
+            ["create", "database" | "schema", _, ..] => {
+                let name = ident(orig[2]);
+                access.require_database(Privilege::All, &name)?;
+                self.create_database(&name, false).await
+            }
+            ["drop", "database" | "schema", "if", "exists", _] => {
+                let name = ident(orig[4]);
+                access.require_database(Privilege::All, &name)?;
+                self.drop_database(&name, true).await
+            }
+            ["drop", "database" | "schema", _] => {
+                let name = ident(orig[2]);
+                access.require_database(Privilege::All, &name)?;
+                self.drop_database(&name, false).await
+            }
             ["create", "table", ..] | ["create", "external", "table", ..] | ["create", "temporary", "table", ..] => {
-                self.create_table(session, sql).await
+                self.create_table(session, &access, sql).await
             }
             ["drop", "table", "if", "exists", ..] => {
                 let names: Vec<String> =
                     orig[4..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
-                self.drop_tables(session, &names, true).await
+                self.drop_tables(session, &access, &names, true).await
             }
             ["drop", "table", ..] => {
                 let names: Vec<String> =
                     orig[2..].iter().filter(|n| !n.eq_ignore_ascii_case("force")).map(|s| s.to_string()).collect();
-                self.drop_tables(session, &names, false).await
+                self.drop_tables(session, &access, &names, false).await
             }
             ["create" | "alter" | "pause" | "resume" | "stop", "routine", "load", ..]
             | ["show", "routine", "load", ..]
-            | ["show", "all", "routine", "load", ..] => match self.routine_load(session, sql).await? {
+            | ["show", "all", "routine", "load", ..] => match self.routine_load(session, &access, sql).await? {
                 Some(r) => Ok(r),
                 None => Err(MysqlError::syntax("You have an error in your SQL syntax near 'ROUTINE LOAD'")),
             },
             ["insert", "into", ..] => match insert::parse(sql) {
-                Some(parsed) => self.literal_insert(session, parsed).await,
-                None => self.run(session, &probes::substitute_session_values(sql, session)).await,
+                Some(parsed) => self.literal_insert(session, &access, parsed).await,
+                None => self.run(session, &access, &probes::substitute_session_values(sql, session)).await,
             },
             ["truncate", "table", _] | ["truncate", _] => {
                 let (db, name) = qualified(orig[orig.len() - 1], session)?;
+                access.require(Privilege::All, "DROP", &db, &name)?;
                 let meta = self.table_meta(&db, &name)?;
                 let n = self.warehouse.write(&db, &meta.name, crate::table::Write::Truncate).await.map_err(wh)?;
                 Ok(Response::Ok { affected_rows: n, last_insert_id: 0, info: String::new() })
             }
             ["alter", "table", _, "compact", ..] => {
                 let (db, name) = qualified(orig[2], session)?;
+                access.require(Privilege::All, "ALTER", &db, &name)?;
                 let meta = self.table_meta(&db, &name)?;
                 self.warehouse.compact(&db, &meta.name, true).await.map_err(wh)?;
                 Ok(Response::ok())
             }
             ["show", "databases" | "schemas", ..] => {
                 let pattern = like(2);
-                let dbs =
-                    self.databases().into_iter().filter(|d| pattern.as_deref().is_none_or(|p| probes::like(d, p)));
+                let dbs = self
+                    .databases()
+                    .into_iter()
+                    .filter(|d| pattern.as_deref().is_none_or(|p| probes::like(d, p)) && access.sees_database(d));
                 Ok(rows(&["Database"], dbs.map(|d| vec![d]).collect()))
             }
             ["show", "tables", "from" | "in", _, ..] => {
-                self.show_tables(Some(ident(orig[3])), false, like(4).as_deref())
+                self.show_tables(&access, Some(ident(orig[3])), false, like(4).as_deref())
             }
             ["show", "full", "tables", "from" | "in", _, ..] => {
-                self.show_tables(Some(ident(orig[4])), true, like(5).as_deref())
+                self.show_tables(&access, Some(ident(orig[4])), true, like(5).as_deref())
             }
-            ["show", "tables", ..] => self.show_tables(session.database.clone(), false, like(2).as_deref()),
-            ["show", "full", "tables", ..] => self.show_tables(session.database.clone(), true, like(3).as_deref()),
+            ["show", "tables", ..] => self.show_tables(&access, session.database.clone(), false, like(2).as_deref()),
+            ["show", "full", "tables", ..] => {
+                self.show_tables(&access, session.database.clone(), true, like(3).as_deref())
+            }
             ["show", "create", "table", _] => {
                 let (db, name) = qualified(orig[3], session)?;
+                access.require_sees_table("SHOW", &db, &name)?;
                 let meta = self.table_meta(&db, &name)?;
                 Ok(rows(&["Table", "Create Table"], vec![vec![meta.name.clone(), show::create_table(&meta)]]))
             }
             ["describe" | "desc" | "explain", _] => {
                 let (db, name) = qualified(orig[1], session)?;
+                access.require_sees_table("SELECT", &db, &name)?;
                 let meta = self.table_meta(&db, &name)?;
                 let (names, r) = show::columns(&meta, false);
                 Ok(rows(&names, r))
@@ -612,6 +713,7 @@ impl QueryHandler for Engine {
                 if db.is_empty() {
                     return Err(MysqlError::no_database_selected());
                 }
+                access.require_sees_table("SELECT", &db, &name)?;
                 let meta = self.table_meta(&db, &name)?;
                 let (names, mut r) = show::columns(&meta, full);
                 if let Some(p) = w.iter().position(|x| *x == "like").and_then(like) {
@@ -621,7 +723,9 @@ impl QueryHandler for Engine {
             }
             ["show", "table", "status", ..] => {
                 let db = session.database.clone().ok_or_else(MysqlError::no_database_selected)?;
+                access.require_sees_database(&db)?;
                 let mut names = self.warehouse.tables(&db).map_err(wh)?;
+                names.retain(|n| access.sees_table(&db, n));
                 names.sort();
                 let r = names
                     .iter()
@@ -638,12 +742,16 @@ impl QueryHandler for Engine {
                     .collect();
                 Ok(rows(&["Name", "Engine", "Rows", "Data_length", "Comment"], r))
             }
-            _ => self.run(session, &probes::substitute_session_values(sql, session)).await,
+            _ => self.run(session, &access, &probes::substitute_session_values(sql, session)).await,
         }
     }
 
     async fn field_list(&self, session: &mut Session, table: &str) -> Result<SchemaRef, MysqlError> {
-        let ctx = self.session_context(session);
+        let access = self.access(session);
+        if let Some(db) = &session.database {
+            access.require_sees_table("SELECT", db, table)?;
+        }
+        let ctx = self.session_context(session, &access);
         let provider = ctx.table_provider(table).await.map_err(|_| {
             MysqlError::no_such_table(format!(
                 "Table '{}.{table}' doesn't exist",
@@ -656,11 +764,12 @@ impl QueryHandler for Engine {
     async fn prepare(&self, session: &mut Session, sql: &str) -> Result<usize, MysqlError> {
         let n = count_placeholders(sql);
         // Check the statement parses (with NULLs for the parameters).
-        if probes::answer(sql, session).is_none() {
+        if probes::answer(sql, session).is_none() && !accounts::is_account_statement(sql) {
             let probe = bind(sql, &vec![Param::Null; n])?;
             let dialect = datafusion::sql::sqlparser::dialect::MySqlDialect {};
             datafusion::sql::parser::DFParser::parse_sql_with_dialect(&probe, &dialect)
                 .map_err(|e| MysqlError::syntax(format!("You have an error in your SQL syntax: {e}")))?;
+            self.check_prepared(session, &probe).await?;
         }
         Ok(n)
     }
@@ -671,6 +780,29 @@ impl QueryHandler for Engine {
     }
 }
 
+impl Engine {
+    /// Refuses at prepare time a statement its user may not run, as MySQL does (execution
+    /// checks again: grants may change in between). Only refusals count here: a statement
+    /// that does not plan with NULL parameters is left for execution to judge.
+    async fn check_prepared(&self, session: &Session, probe: &str) -> Result<(), MysqlError> {
+        let access = self.access(session);
+        if access.is_root() {
+            return Ok(());
+        }
+        if let Some(parsed) = insert::parse(probe) {
+            if let Some(db) = parsed.database.clone().or_else(|| session.database.clone()) {
+                access.require(Privilege::Insert, "INSERT", &db, &parsed.table)?;
+            }
+            return Ok(());
+        }
+        let ctx = self.session_context(session, &access);
+        match self.checked_plan(&ctx, session, &access, probe).await {
+            Err(e) if matches!(e.code, 1044 | 1142 | 1227) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,7 +810,7 @@ mod tests {
     #[tokio::test]
     async fn tables_survive_later_statements() {
         let engine = Engine::in_memory("").await.unwrap();
-        let mut s = Session::default();
+        let mut s = Session { user: "root".into(), ..Session::default() };
         for sql in ["CREATE DATABASE shop", "USE shop", "CREATE TABLE t1 (id BIGINT)", "CREATE TABLE t2 (id BIGINT)"] {
             engine.query(&mut s, sql).await.unwrap();
         }

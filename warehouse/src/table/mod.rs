@@ -243,6 +243,11 @@ impl Warehouse {
         &self.config
     }
 
+    /// The warehouse clock's time (injected: tests control it).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// (entries, bytes) in the segment cache.
     pub fn cache_usage(&self) -> (usize, usize) {
         self.cache.usage()
