@@ -474,7 +474,7 @@ async fn changing_the_tls_secret_rolls_the_brokers_each_drained_first() {
 }
 
 #[tokio::test]
-async fn adding_a_user_changes_only_the_users_volume_and_a_rotated_secret_changes_nothing() {
+async fn adding_a_user_changes_only_the_users_volume_and_a_rotated_secret_writes_nothing() {
     let (logs, _guard) = CapturedLogs::start();
     let world = World::converged_cluster(logs).await;
     let before = world.api.get(STS).unwrap();
@@ -502,6 +502,9 @@ async fn adding_a_user_changes_only_the_users_volume_and_a_rotated_secret_change
         json!([{"key": "admin", "path": "admin"}, {"key": "analytics", "path": "analytics"},
                {"key": "orders", "path": "orders"}])
     );
+    // A pod's volumes are fixed when it is created: the brokers roll (drained one at a time) to
+    // get the new file.
+    assert_eq!(condition(&world.api.get(CLUSTER).unwrap(), "Ready")["reason"], "RollingUpdate");
     // Everything else in the StatefulSet is as it was (the applied hash aside).
     let strip = |sts: &Value| {
         let mut sts = sts.clone();
