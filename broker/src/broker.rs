@@ -100,16 +100,16 @@ pub struct Broker {
     topic_changes: tokio::sync::Mutex<()>,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     advertised: (String, i32),
+    /// Every listener's advertised address, by name.
+    endpoints: BTreeMap<String, crate::cluster::records::Endpoint>,
     /// Partitions the ownership task is opening or closing.
     pub(crate) moving: Mutex<std::collections::HashSet<(String, i32)>>,
     /// Transaction indexes of partitions served from the bucket (zone-local fetches).
     pub(crate) bucket_txns: crate::txn::index::BucketTxns,
     /// Failed authentications by client address (they are slowed down).
     pub(crate) auth_throttle: crate::security::sasl::AuthThrottle,
-    /// The SASL mechanisms the listener requires (empty: none).
-    pub sasl: Vec<crate::security::sasl::SaslMechanism>,
-    /// TLS on the Kafka listener.
-    pub tls: Option<crate::security::tls::ServerTls>,
+    /// The Kafka listeners (each with its protocol, SASL mechanisms and certificate).
+    pub listeners: Vec<Arc<crate::security::listener::Listener>>,
     /// ACL enforcement settings.
     pub authorizer: Arc<crate::security::acl::AuthorizerConfig>,
 }
@@ -126,6 +126,7 @@ impl Broker {
     /// listener serves the internal API from the moment the broker can answer it.
     pub async fn start(
         config: BrokerConfig,
+        listeners: Vec<crate::security::listener::ListenerSpec>,
         http: tokio::net::TcpListener,
         stop: watch::Receiver<bool>,
     ) -> Result<(Arc<Broker>, Vec<tokio::task::JoinHandle<()>>)> {
@@ -134,11 +135,24 @@ impl Broker {
         let clock: SharedClock = clock::system();
         let wal_choice = config.wal_choice().map_err(Error::Config)?;
         config.pool_rules().map_err(Error::Config)?;
-        let sasl = config.sasl().map_err(Error::Config)?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::security::tls::ServerTls::load(cert, key).map_err(Error::Config)?),
-            _ => None,
-        };
+        let endpoints: BTreeMap<String, crate::cluster::records::Endpoint> = listeners
+            .iter()
+            .map(|l| {
+                let (host, port) =
+                    l.advertised.clone().unwrap_or_else(|| (l.bind.ip().to_string(), i32::from(l.bind.port())));
+                (l.name.clone(), crate::cluster::records::Endpoint { host, port })
+            })
+            .collect();
+        let advertised = listeners
+            .first()
+            .and_then(|l| endpoints.get(&l.name))
+            .map(|e| (e.host.clone(), e.port))
+            .ok_or_else(|| Error::Config("no Kafka listener".into()))?;
+        let opened = listeners
+            .iter()
+            .map(|l| crate::security::listener::Listener::open(l).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(Error::Config)?;
         let authorizer = Arc::new(
             crate::security::acl::AuthorizerConfig::parse(
                 &config.authorizer,
@@ -157,12 +171,12 @@ impl Broker {
         let store = object_store::open(&url, &StoreOptions::default(), Some(&mut registry)).await?;
         let registry = Arc::new(Mutex::new(registry));
         let catalog = Catalog::open(store.clone(), CatalogConfig::default(), clock.clone()).await?;
-        let advertised = parse_advertised(&config)?;
         let identity = Identity {
             node_id: config.node_id,
             incarnation: rand::random::<u64>() >> 1,
             host: advertised.0.clone(),
             port: advertised.1,
+            listeners: if endpoints.len() > 1 { endpoints.clone() } else { BTreeMap::new() },
             http: config.advertised_http.clone().unwrap_or_else(|| config.http_listen.to_string()),
             rack: config.rack.clone(),
             pool: config.pool.clone(),
@@ -207,8 +221,8 @@ impl Broker {
             moving: Mutex::new(Default::default()),
             bucket_txns: Default::default(),
             auth_throttle: Default::default(),
-            sasl,
-            tls,
+            listeners: opened,
+            endpoints,
             authorizer,
         });
         let _ = slot.set(broker.clone());
@@ -342,9 +356,18 @@ impl Broker {
         TopicConfig { max_message_bytes: self.config.message_max_bytes, ..TopicConfig::default() }
     }
 
-    /// The advertised (host, port) of this broker.
+    /// The advertised (host, port) of this broker (its first listener's).
     pub fn advertised(&self) -> (&str, i32) {
         (&self.advertised.0, self.advertised.1)
+    }
+
+    /// The advertised (host, port) of this broker on `listener` (the first listener's when it
+    /// has only one, or the name is unknown).
+    pub fn advertised_on(&self, listener: Option<&str>) -> (String, i32) {
+        match listener.and_then(|l| self.endpoints.get(l)) {
+            Some(e) => (e.host.clone(), e.port),
+            None => (self.advertised.0.clone(), self.advertised.1),
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -708,19 +731,6 @@ fn changed_meanwhile(topic: &str, e: automq_storage::Error) -> Error {
             format!("topic {topic:?} was changed by another request meanwhile; try again"),
         ),
         e => e.into(),
-    }
-}
-
-fn parse_advertised(config: &BrokerConfig) -> Result<(String, i32)> {
-    match &config.advertised_listener {
-        Some(a) => {
-            let (host, port) = a
-                .rsplit_once(':')
-                .ok_or_else(|| Error::Config(format!("advertised listener {a:?} must be host:port")))?;
-            let port = port.parse().map_err(|_| Error::Config(format!("advertised listener {a:?} has a bad port")))?;
-            Ok((host.to_string(), port))
-        }
-        None => Ok((config.listen.ip().to_string(), config.listen.port() as i32)),
     }
 }
 

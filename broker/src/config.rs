@@ -24,6 +24,27 @@ pub struct BrokerConfig {
     #[arg(long, env = "AUTOMQ_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
 
+    /// Named Kafka listeners, `NAME://host:port` comma-separated (Kafka's `listeners`); replaces
+    /// --listen. See docs/security.md.
+    #[arg(long, env = "AUTOMQ_LISTENERS", value_delimiter = ',')]
+    pub listeners: Vec<String>,
+
+    /// `NAME://host:port` per listener, what clients that came in through it are told
+    /// (Kafka's `advertised.listeners`); a listener not named advertises its bound address.
+    #[arg(long, env = "AUTOMQ_ADVERTISED_LISTENERS", value_delimiter = ',')]
+    pub advertised_listeners: Vec<String>,
+
+    /// `NAME:PROTOCOL` per listener (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); a listener named
+    /// after a protocol needs no entry (Kafka's `listener.security.protocol.map`).
+    #[arg(long, env = "AUTOMQ_LISTENER_SECURITY_PROTOCOL_MAP", value_delimiter = ',')]
+    pub listener_security_protocol_map: Vec<String>,
+
+    /// `NAME:key=value`, a listener's own setting: `sasl.enabled.mechanisms` (comma list),
+    /// `ssl.certificate`, `ssl.key` (PEM paths). Repeatable; in the environment, newline-separated.
+    /// Listeners without their own use --sasl-mechanisms and --tls-cert/--tls-key.
+    #[arg(long = "listener-option", env = "AUTOMQ_LISTENER_OPTIONS", value_delimiter = '\n')]
+    pub listener_options: Vec<String>,
+
     /// HTTP listener for /metrics, /healthz, /readyz, the admin API and the brokers' internal
     /// API.
     #[arg(long, env = "AUTOMQ_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
@@ -212,6 +233,24 @@ impl BrokerConfig {
                 })
             })
             .collect()
+    }
+
+    /// The Kafka listeners these settings describe.
+    pub fn listener_specs(&self) -> Result<Vec<crate::security::listener::ListenerSpec>, String> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => None,
+        };
+        crate::security::listener::specs(&crate::security::listener::ListenerFlags {
+            listen: Some(self.listen),
+            advertised_listener: self.advertised_listener.as_deref(),
+            listeners: &self.listeners,
+            advertised_listeners: &self.advertised_listeners,
+            protocol_map: &self.listener_security_protocol_map,
+            options: &self.listener_options,
+            sasl: self.sasl()?,
+            tls,
+        })
     }
 
     /// The node id this broker runs as: `--node-id` plus `--node-id-base`.

@@ -42,7 +42,10 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct RunningBroker {
     pub broker: Arc<broker::Broker>,
+    /// The first Kafka listener's bound address.
     pub kafka_addr: std::net::SocketAddr,
+    /// Every Kafka listener's name and bound address.
+    pub kafka_addrs: Vec<(String, std::net::SocketAddr)>,
     pub http_addr: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -52,9 +55,23 @@ impl RunningBroker {
     /// Starts storage, joins the cluster, starts the Kafka and HTTP listeners and the log
     /// cleaner, and waits (a while) until the broker leads what it is assigned.
     pub async fn start(config: config::BrokerConfig) -> Result<Self> {
-        let kafka = TcpListener::bind(config.listen).await?;
+        let mut specs = config.listener_specs().map_err(error::Error::Config)?;
+        let mut kafka = Vec::new();
+        for spec in &mut specs {
+            let socket = TcpListener::bind(spec.bind).await.map_err(|e| {
+                error::Error::Config(format!("cannot listen on {} (listener {}): {e}", spec.bind, spec.name))
+            })?;
+            // Port 0 means "any": advertise the port really bound.
+            let bound = socket.local_addr()?;
+            spec.bind = bound;
+            if spec.advertised.is_none() {
+                spec.advertised = Some((bound.ip().to_string(), i32::from(bound.port())));
+            }
+            kafka.push((spec.clone(), socket));
+        }
+        let kafka_addrs: Vec<_> = specs.iter().map(|s| (s.name.clone(), s.bind)).collect();
+        let kafka_addr = kafka_addrs[0].1;
         let http = TcpListener::bind(config.http_listen).await?;
-        let kafka_addr = kafka.local_addr()?;
         let http_addr = http.local_addr()?;
         let mut config = config;
         config.node_id = config.effective_node_id().map_err(error::Error::Config)?;
@@ -68,7 +85,7 @@ impl RunningBroker {
         }
         let cleaner_every = config.log_cleaner_interval();
         let (shutdown, rx) = watch::channel(false);
-        let (broker, mut tasks) = broker::Broker::start(config, http, rx.clone()).await?;
+        let (broker, mut tasks) = broker::Broker::start(config, specs, http, rx.clone()).await?;
         // Clients that connect meanwhile wait in the listen backlog until the broker leads
         // what it is assigned, instead of being told NOT_LEADER_OR_FOLLOWER.
         broker.wait_ready(std::time::Duration::from_secs(30)).await;
@@ -86,7 +103,9 @@ impl RunningBroker {
             let every = std::time::Duration::from_secs(2);
             tasks.push(tokio::spawn(security::credentials::watch_users_dir(broker.clone(), dir, every, rx.clone())));
         }
-        tasks.push(tokio::spawn(server::serve(kafka, broker.clone(), rx.clone())));
+        for ((_, socket), listener) in kafka.into_iter().zip(broker.listeners.iter()) {
+            tasks.push(tokio::spawn(server::serve(socket, listener.clone(), broker.clone(), rx.clone())));
+        }
         let cleaner = broker.clone();
         let mut cleaner_rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -99,8 +118,11 @@ impl RunningBroker {
         }));
         tasks.push(groups::GroupCoordinator::spawn_expiry(broker.clone(), rx.clone()));
         tasks.push(txn::TransactionCoordinator::spawn_expiry(broker.clone(), rx));
+        for (name, addr) in &kafka_addrs {
+            tracing::info!(listener = %name, %addr, "Kafka listener");
+        }
         tracing::info!(%kafka_addr, %http_addr, "listening");
-        Ok(RunningBroker { broker, kafka_addr, http_addr, shutdown, tasks })
+        Ok(RunningBroker { broker, kafka_addr, kafka_addrs, http_addr, shutdown, tasks })
     }
 
     /// Stops listening, uploads everything acknowledged and closes storage.

@@ -17,7 +17,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("automq-broker: Kafka on {}, metrics on http://{}/metrics", running.kafka_addr, running.http_addr);
+    let kafka: Vec<String> = running.kafka_addrs.iter().map(|(name, addr)| format!("{addr} ({name})")).collect();
+    println!("automq-broker: Kafka on {}, metrics on http://{}/metrics", kafka.join(", "), running.http_addr);
     let broker = running.broker.clone();
     let fenced = async move {
         loop {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
+use crate::security::listener::Listener;
 use crate::security::sasl::{SaslSession, Step};
 
 /// Replies queued per connection before the reader stops taking requests.
@@ -53,6 +54,8 @@ pub struct Request {
     pub peer: Option<SocketAddr>,
     /// The authenticated user (SASL), if any; ACLs see `User:{principal}`, or `User:ANONYMOUS`.
     pub principal: Option<String>,
+    /// The listener the request came in through (set by the connection).
+    pub listener: Option<Arc<Listener>>,
 }
 
 /// Decodes one frame body (without its size prefix).
@@ -80,7 +83,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
     match decoded {
         Ok(Ok((mut header, body))) => {
             header.request_api_version = version;
-            Ok(Request { header, api_key, body, peer: None, principal: None })
+            Ok(Request { header, api_key, body, peer: None, principal: None, listener: None })
         }
         Ok(Err(e)) => Err(FrameError::Malformed(api_key, version, e.to_string())),
         Err(_) => Err(FrameError::Malformed(api_key, version, "decoder panicked".into())),
@@ -104,14 +107,19 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
-/// Accepts connections until `shutdown` fires.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts connections on one Kafka listener until `shutdown` fires.
+pub async fn serve(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(accept(stream, peer, broker.clone()));
+                    tokio::spawn(accept(stream, peer, listener.clone(), broker.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -124,13 +132,13 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
 }
 
 /// Runs one connection, after the TLS handshake when the listener has TLS.
-async fn accept(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
-    let Some(tls) = &broker.tls else {
-        return connection(stream, peer, broker).await;
+async fn accept(stream: TcpStream, peer: SocketAddr, listener: Arc<Listener>, broker: Arc<Broker>) {
+    let Some(tls) = &listener.tls else {
+        return connection(stream, peer, listener, broker).await;
     };
     let handshake = tls.acceptor().accept(stream);
     match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
-        Ok(Ok(stream)) => connection(stream, peer, broker).await,
+        Ok(Ok(stream)) => connection(stream, peer, listener.clone(), broker).await,
         Ok(Err(e)) => {
             broker.metrics.tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -158,8 +166,8 @@ struct Queued {
     reply: Reply,
 }
 
-#[tracing::instrument(skip_all, fields(peer = %peer))]
-async fn connection<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)
+#[tracing::instrument(skip_all, fields(peer = %peer, listener = %listener.name))]
+async fn connection<S>(stream: S, peer: SocketAddr, listener: Arc<Listener>, broker: Arc<Broker>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -197,7 +205,7 @@ where
     let max = broker.config.max_request_bytes;
     let idle = std::time::Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
     // With SASL, nothing but ApiVersions and the exchange itself until authenticated.
-    let mut sasl = (!broker.sasl.is_empty()).then(SaslSession::default);
+    let mut sasl = (!listener.sasl.is_empty()).then(SaslSession::default);
     // Until the client closes, a read fails, or the connection idles past the limit.
     while let Ok(Ok(size)) = tokio::time::timeout(idle, reader.read_i32()).await {
         if size < 0 || size as usize > max {
@@ -219,6 +227,7 @@ where
             }
         };
         request.peer = Some(peer);
+        request.listener = Some(listener.clone());
         let (api_key, mut version, correlation_id) =
             (request.api_key, request.header.request_api_version, request.header.correlation_id);
         if api_key == ApiKey::ApiVersions
@@ -231,7 +240,7 @@ where
             let (reply, close) = match request.body {
                 RequestKind::ApiVersions(_) => (handlers::dispatch(&broker, request).await, false),
                 RequestKind::SaslHandshake(r) => {
-                    let response = session.handshake(&broker.sasl, &r);
+                    let response = session.handshake(&listener.sasl, &r);
                     let failed = response.error_code != 0;
                     (Reply::Now(Some(ResponseKind::SaslHandshake(response))), failed)
                 }

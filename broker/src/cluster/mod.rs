@@ -70,6 +70,8 @@ pub struct Identity {
     pub incarnation: u64,
     pub host: String,
     pub port: i32,
+    /// Named listeners' advertised addresses (empty with a single listener).
+    pub listeners: std::collections::BTreeMap<String, records::Endpoint>,
     pub http: String,
     pub rack: Option<String>,
     /// The broker pool (`--pool`).

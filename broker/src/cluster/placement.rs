@@ -278,6 +278,7 @@ mod tests {
             node_id: id,
             host: "h".into(),
             port: 9092,
+            listeners: Default::default(),
             http: "h:1".into(),
             rack: None,
             pool: "default".into(),

@@ -65,9 +65,12 @@ pub enum WalKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub node_id: i32,
-    /// The Kafka listener clients are told about.
+    /// The Kafka listener clients are told about (the first listener's advertised address).
     pub host: String,
     pub port: i32,
+    /// The advertised address of every named listener, when the broker has more than one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, Endpoint>,
     /// host:port of its HTTP listener (internal and admin API, metrics).
     pub http: String,
     pub rack: Option<String>,
@@ -96,7 +99,24 @@ pub struct BrokerRecord {
     pub wal_recovered: Option<u64>,
 }
 
+/// A listener's advertised address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
 impl BrokerRecord {
+    /// Where clients that came in through `listener` reach this broker: that listener's
+    /// address; a broker with one listener has only `host:port`. `None`: it has listeners but
+    /// not that one.
+    pub fn endpoint(&self, listener: Option<&str>) -> Option<(&str, i32)> {
+        match listener {
+            Some(name) if !self.listeners.is_empty() => self.listeners.get(name).map(|e| (e.host.as_str(), e.port)),
+            _ => Some((self.host.as_str(), self.port)),
+        }
+    }
+
     /// The record of a broker that just heartbeated as `me` (alive), keeping what an operator
     /// set on `previous` (a drain) and, for the same incarnation, its shutdown.
     pub fn registered(me: &crate::cluster::Identity, previous: Option<&BrokerRecord>) -> Self {
@@ -104,6 +124,7 @@ impl BrokerRecord {
             node_id: me.node_id,
             host: me.host.clone(),
             port: me.port,
+            listeners: me.listeners.clone(),
             http: me.http.clone(),
             rack: me.rack.clone(),
             pool: me.pool.clone(),
@@ -122,6 +143,7 @@ impl BrokerRecord {
         self.incarnation != me.incarnation
             || self.host != me.host
             || self.port != me.port
+            || self.listeners != me.listeners
             || self.http != me.http
             || self.rack != me.rack
             || self.pool != me.pool

@@ -81,6 +81,7 @@ mod tests {
                     node_id: id,
                     host: "h".into(),
                     port: 1,
+                    listeners: Default::default(),
                     http: "h:2".into(),
                     rack: Some(rack.into()),
                     pool: "default".into(),

@@ -17,7 +17,12 @@ use crate::broker::{Broker, OFFSETS_TOPIC};
 const GROUP_KEY: i8 = 0;
 const TRANSACTION_KEY: i8 = 1;
 
-pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub(super) fn handle(
+    broker: &Arc<Broker>,
+    r: FindCoordinatorRequest,
+    version: i16,
+    listener: Option<&str>,
+) -> FindCoordinatorResponse {
     let api = crate::handlers::api_name(ApiKey::FindCoordinator);
     let view = broker.cluster.view();
     let state = broker.engine.catalog().state();
@@ -36,7 +41,10 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
                     .leader(&state, topic, index)
                     .and_then(|id| view.brokers.get(&id))
                     .ok_or((ResponseError::CoordinatorNotAvailable, "the group's coordinator is moving"))?;
-                Ok((leader.node_id, leader.host.clone(), leader.port))
+                let (host, port) = leader
+                    .endpoint(listener)
+                    .ok_or((ResponseError::CoordinatorNotAvailable, "the coordinator has no such listener"))?;
+                Ok((leader.node_id, host.to_string(), port))
             }
             TRANSACTION_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the transactional id is empty")),
             TRANSACTION_KEY => {
@@ -48,7 +56,10 @@ pub(super) fn handle(broker: &Arc<Broker>, r: FindCoordinatorRequest, version: i
                     .leader(&state, topic, index)
                     .and_then(|id| view.brokers.get(&id))
                     .ok_or((ResponseError::CoordinatorNotAvailable, "the transaction coordinator is moving"))?;
-                Ok((leader.node_id, leader.host.clone(), leader.port))
+                let (host, port) = leader
+                    .endpoint(listener)
+                    .ok_or((ResponseError::CoordinatorNotAvailable, "the coordinator has no such listener"))?;
+                Ok((leader.node_id, host.to_string(), port))
             }
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         }

@@ -41,7 +41,9 @@ pub async fn dispatch(
     client: &ClientInfo,
 ) -> Option<ResponseKind> {
     Some(match request {
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, version)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, version, client.listener.as_deref()))
+        }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(broker, r, version, client).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(broker, r, version).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(broker, r, version)),

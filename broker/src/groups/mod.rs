@@ -85,6 +85,8 @@ pub struct ClientInfo {
     pub client_id: String,
     /// The client's address as Kafka shows it, e.g. `/127.0.0.1`.
     pub client_host: String,
+    /// The listener it came in through (addresses given back are on that listener).
+    pub listener: Option<String>,
 }
 
 #[derive(Debug, Default)]

@@ -24,29 +24,35 @@ pub(super) async fn handle(
     broker: &Arc<Broker>,
     request: MetadataRequest,
     version: i16,
-    client_id: &str,
+    client: &crate::groups::ClientInfo,
 ) -> MetadataResponse {
-    let zone = crate::cluster::zones::client_zone(client_id);
+    let zone = crate::cluster::zones::client_zone(&client.client_id);
+    let listener = client.listener.as_deref();
     let view = broker.cluster.view();
+    // Brokers as reached through the listener the client came in on (one that lacks that
+    // listener is left out, as Kafka does).
     let mut brokers: Vec<MetadataResponseBroker> = view
         .brokers
         .values()
         .filter(|b| b.alive)
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect();
     if !brokers.iter().any(|b| b.node_id.0 == broker.config.node_id) {
         // Not registered yet: clients still learn how to reach this broker.
-        let (host, port) = broker.advertised();
+        let (host, port) = broker.advertised_on(listener);
         brokers.push(
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(broker.config.node_id))
-                .with_host(StrBytes::from_string(host.to_string()))
+                .with_host(StrBytes::from_string(host))
                 .with_port(port)
                 .with_rack(broker.config.rack.clone().map(StrBytes::from_string)),
         );
@@ -58,9 +64,11 @@ pub(super) async fn handle(
     let mut topics = Vec::new();
     match request.topics {
         // v0: an empty list means all topics; v1+: null means all topics.
-        None => topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref()))),
+        None => {
+            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref(), listener)))
+        }
         Some(list) if list.is_empty() && version == 0 => {
-            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref())))
+            topics.extend(broker.topics().iter().map(|t| describe(broker, t, operations, zone.as_deref(), listener)))
         }
         Some(list) => {
             for requested in list {
@@ -78,7 +86,7 @@ pub(super) async fn handle(
                         .ok_or_else(|| super::err(ResponseError::UnknownTopicId, "unknown topic id")),
                 };
                 topics.push(match found {
-                    Ok(t) => describe(broker, &t, operations, zone.as_deref()),
+                    Ok(t) => describe(broker, &t, operations, zone.as_deref(), listener),
                     Err(e) => MetadataResponseTopic::default()
                         .with_error_code(e.code().code())
                         .with_name(requested.name.clone())
@@ -97,7 +105,14 @@ pub(super) async fn handle(
 }
 
 /// `zone`: the client's zone, whose brokers are named as leaders (see `cluster::zones`).
-fn describe(broker: &Broker, topic: &Topic, operations: i32, zone: Option<&str>) -> MetadataResponseTopic {
+/// A leader without an address on `listener` gets LISTENER_NOT_FOUND, as in Kafka.
+fn describe(
+    broker: &Broker,
+    topic: &Topic,
+    operations: i32,
+    zone: Option<&str>,
+    listener: Option<&str>,
+) -> MetadataResponseTopic {
     let view = broker.cluster.view();
     let state = broker.engine.catalog().state();
     let partitions = (0..topic.partition_count())
@@ -113,7 +128,13 @@ fn describe(broker: &Broker, topic: &Topic, operations: i32, zone: Option<&str>)
                     leader = leader.map(|_| b.node_id);
                 }
             }
+            let reachable = |id: i32| view.brokers.get(&id).is_none_or(|b| b.endpoint(listener).is_some());
             match leader {
+                Some(leader) if !reachable(leader) => p
+                    .with_error_code(ResponseError::ListenerNotFound.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_replica_nodes(Vec::new())
+                    .with_isr_nodes(Vec::new()),
                 Some(leader) => {
                     let node = BrokerId(leader);
                     p.with_leader_id(node).with_replica_nodes(vec![node]).with_isr_nodes(vec![node])

@@ -106,9 +106,11 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
     let api = api_name(request.api_key);
     broker.metrics.requests.get_or_create(&ApiLabels { api: api.clone() }).inc();
     let version = request.header.request_api_version;
+    let listener = request.listener.clone();
     let client = crate::groups::ClientInfo {
         client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         client_host: request.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        listener: listener.as_ref().map(|l| l.name.clone()),
     };
     let b = broker.clone();
     let authz = crate::security::authz::Authz::new(broker, request.principal.as_deref(), request.peer.map(|p| p.ip()));
@@ -124,7 +126,7 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
     let reply = match body {
         RequestKind::ApiVersions(r) => Reply::Now(Some(ResponseKind::ApiVersions(api_versions::handle(&r, version)))),
         RequestKind::Metadata(r) => {
-            Reply::Now(Some(ResponseKind::Metadata(metadata::handle(&b, r, version, &client.client_id).await)))
+            Reply::Now(Some(ResponseKind::Metadata(metadata::handle(&b, r, version, &client).await)))
         }
         RequestKind::Produce(r) => produce::handle(b, r, version, &client.client_id).await,
         RequestKind::Fetch(r) => {
@@ -155,7 +157,7 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
             Reply::Now(Some(ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(&b, r).await)))
         }
         RequestKind::DescribeCluster(r) => {
-            Reply::Now(Some(ResponseKind::DescribeCluster(describe_cluster::handle(&b, r))))
+            Reply::Now(Some(ResponseKind::DescribeCluster(describe_cluster::handle(&b, r, client.listener.as_deref()))))
         }
         RequestKind::InitProducerId(r) => {
             Reply::Now(Some(ResponseKind::InitProducerId(init_producer_id::handle(&b, r, version).await)))
@@ -181,12 +183,10 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Reply {
         // The connection answers these itself while authenticating (server.rs); here they come
         // on a listener without SASL, or after authentication.
         RequestKind::SaslHandshake(_) => {
-            let names = b.sasl.iter().map(|m| StrBytes::from_static_str(m.name())).collect();
-            let code = if b.sasl.is_empty() {
-                ResponseError::UnsupportedSaslMechanism
-            } else {
-                ResponseError::IllegalSaslState
-            };
+            let sasl = listener.as_ref().map(|l| l.sasl.as_slice()).unwrap_or_default();
+            let names = sasl.iter().map(|m| StrBytes::from_static_str(m.name())).collect();
+            let code =
+                if sasl.is_empty() { ResponseError::UnsupportedSaslMechanism } else { ResponseError::IllegalSaslState };
             Reply::Now(Some(ResponseKind::SaslHandshake(
                 kafka_protocol::messages::SaslHandshakeResponse::default()
                     .with_error_code(code.code())
