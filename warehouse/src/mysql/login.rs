@@ -99,6 +99,11 @@ impl Logins {
         self.tls_handshake_failures.inc();
     }
 
+    /// TLS handshakes failed or timed out so far.
+    pub fn tls_handshakes_failed(&self) -> u64 {
+        self.tls_handshake_failures.get()
+    }
+
     /// Records a failed login from `peer`; returns how long to wait before answering it.
     pub fn failed(&self, peer: Option<IpAddr>) -> Duration {
         self.failed_at(peer, Instant::now())
