@@ -1,15 +1,21 @@
-//! A small Kafka client for the source cluster of a topic link: one TCP connection, requests
-//! encoded with kafka-protocol at versions negotiated through ApiVersions, so record batches
-//! arrive as the source stored them (no client library decodes and re-encodes them).
+//! A small Kafka client for the source cluster of a topic link: one TCP connection (TLS when
+//! the source asks for SSL or SASL_SSL), SASL/PLAIN or SASL/SCRAM when it asks for SASL,
+//! requests encoded with kafka-protocol at versions negotiated through ApiVersions, so record
+//! batches arrive as the source stored them (no client library decodes and re-encodes them).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::security::sasl::SaslMechanism;
+use crate::security::scram::ScramClient;
 
 /// Largest response accepted from a source (a Fetch answers at most its max_bytes).
 const MAX_RESPONSE: usize = 256 << 20;
@@ -24,28 +30,121 @@ fn err(message: impl std::fmt::Display) -> SourceError {
     SourceError(message.to_string())
 }
 
+/// How to reach a source cluster securely: TLS, and SASL credentials.
+pub struct SourceSecurity {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<(SaslMechanism, String, String)>,
+}
+
+impl std::fmt::Debug for SourceSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No password in logs.
+        f.debug_struct("SourceSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.as_ref().map(|(m, user, _)| (m.name(), user)))
+            .finish()
+    }
+}
+
+impl SourceSecurity {
+    /// Plaintext, no authentication.
+    pub fn plaintext() -> Arc<Self> {
+        Arc::new(SourceSecurity { tls: None, sasl: None })
+    }
+
+    /// From a link's source settings (already validated by `LinkSpec::validate`).
+    pub fn of(source: &super::LinkSource) -> Result<Arc<Self>, SourceError> {
+        let protocol = source.security_protocol.as_str();
+        let tls = if matches!(protocol, "SSL" | "SASL_SSL") {
+            let mut roots = rustls::RootCertStore::empty();
+            match &source.ca_pem {
+                Some(pem) => {
+                    use rustls::pki_types::pem::PemObject;
+                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                        let cert = cert.map_err(|e| err(format!("source.ca_pem: {e}")))?;
+                        roots.add(cert).map_err(|e| err(format!("source.ca_pem: {e}")))?;
+                    }
+                }
+                None => {
+                    for cert in rustls_native_certs::load_native_certs().certs {
+                        let _ = roots.add(cert);
+                    }
+                }
+            }
+            if roots.is_empty() {
+                return Err(err("no CA certificate to verify the source with (set source.ca_pem)"));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| err(format!("TLS: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        let sasl = if matches!(protocol, "SASL_PLAINTEXT" | "SASL_SSL") {
+            let mechanism = source.sasl_mechanism.as_deref().and_then(SaslMechanism::parse).ok_or_else(|| {
+                err(format!("unsupported SASL mechanism {:?}", source.sasl_mechanism.as_deref().unwrap_or("")))
+            })?;
+            let user = source.username.clone().ok_or_else(|| err("source.username is missing"))?;
+            let password = source.password.clone().ok_or_else(|| err("source.password is missing"))?;
+            Some((mechanism, user, password))
+        } else {
+            None
+        };
+        Ok(Arc::new(SourceSecurity { tls, sasl }))
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
+
 /// One connection to one source broker.
-#[derive(Debug)]
 pub struct SourceConnection {
     address: String,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
+    security: Arc<SourceSecurity>,
     correlation_id: i32,
     client_id: StrBytes,
     /// Version range the source supports, by API key.
     versions: HashMap<i16, (i16, i16)>,
 }
 
+impl std::fmt::Debug for SourceConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConnection").field("address", &self.address).field("security", &self.security).finish()
+    }
+}
+
 impl SourceConnection {
-    /// Connects and negotiates API versions (ApiVersions v0, which every broker answers).
-    pub async fn connect(address: &str, client_id: &str) -> Result<Self, SourceError> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address))
+    /// Connects (TLS and SASL as `security` says) and negotiates API versions (ApiVersions v0,
+    /// which every broker answers).
+    pub async fn connect(address: &str, client_id: &str, security: &Arc<SourceSecurity>) -> Result<Self, SourceError> {
+        let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address))
             .await
             .map_err(|_| err(format!("connecting to {address} timed out")))?
             .map_err(|e| err(format!("cannot connect to {address}: {e}")))?;
-        stream.set_nodelay(true).ok();
+        tcp.set_nodelay(true).ok();
+        let stream: Box<dyn Io> = match &security.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|_| err(format!("{host:?} is not a valid TLS server name")))?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| err(format!("TLS handshake with {address} timed out")))?
+                    .map_err(|e| err(format!("TLS handshake with {address} failed: {e}")))?;
+                Box::new(tls)
+            }
+        };
         let mut conn = SourceConnection {
             address: address.to_string(),
             stream,
+            security: security.clone(),
             correlation_id: 0,
             client_id: StrBytes::from_string(client_id.to_string()),
             versions: HashMap::new(),
@@ -55,7 +154,68 @@ impl SourceConnection {
             return Err(err(format!("{address} refused ApiVersions (error {})", response.error_code)));
         }
         conn.versions = response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        if let Some((mechanism, user, password)) = &security.sasl {
+            conn.authenticate(*mechanism, user, password).await?;
+        }
         Ok(conn)
+    }
+
+    /// Another broker of the same cluster, reached the same way.
+    pub async fn sibling(&self, address: &str) -> Result<Self, SourceError> {
+        SourceConnection::connect(address, self.client_id.as_str(), &self.security).await
+    }
+
+    /// SaslHandshake, then the mechanism's exchange in SaslAuthenticate requests.
+    async fn authenticate(&mut self, mechanism: SaslMechanism, user: &str, password: &str) -> Result<(), SourceError> {
+        let name = mechanism.name();
+        let (handshake, _) =
+            self.call(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(name)), 1).await?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(err(format!(
+                "{} does not offer SASL mechanism {name} (it offers {})",
+                self.address,
+                offered.join(", ")
+            )));
+        }
+        let address = self.address.clone();
+        let refused = |r: &kafka_protocol::messages::SaslAuthenticateResponse| {
+            err(format!(
+                "{address} refused the login of {user:?}: {}",
+                r.error_message.as_ref().map_or("authentication failed", |m| m.as_str())
+            ))
+        };
+        match mechanism {
+            SaslMechanism::Plain => {
+                let token = format!("\0{user}\0{password}");
+                let (r, _) = self
+                    .call(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token.into_bytes())), 2)
+                    .await?;
+                if r.error_code != 0 {
+                    return Err(refused(&r));
+                }
+            }
+            SaslMechanism::Scram(m) => {
+                let mut scram = ScramClient::new(m, user, password);
+                let first = Bytes::from(scram.first().into_bytes());
+                let (r, _) = self.call(&SaslAuthenticateRequest::default().with_auth_bytes(first), 2).await?;
+                if r.error_code != 0 {
+                    return Err(refused(&r));
+                }
+                let server_first = String::from_utf8_lossy(&r.auth_bytes).to_string();
+                let last = scram.last(&server_first).map_err(|e| err(format!("SCRAM with {}: {e}", self.address)))?;
+                let (r, _) = self
+                    .call(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(last.into_bytes())), 2)
+                    .await?;
+                if r.error_code != 0 {
+                    return Err(refused(&r));
+                }
+                scram
+                    .verify(&String::from_utf8_lossy(&r.auth_bytes))
+                    .map_err(|e| err(format!("SCRAM with {}: {e}", self.address)))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn address(&self) -> &str {

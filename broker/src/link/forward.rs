@@ -36,7 +36,7 @@ impl Forwarder {
             return Ok(address.clone());
         }
         let client_id = format!("automq-link-{link}-forward");
-        let mut conn = connect_any(&spec.source.bootstrap_servers, &client_id).await.map_err(unavailable)?;
+        let mut conn = connect_any(&spec.source, &client_id).await.map_err(unavailable)?;
         let metadata = source_metadata(&mut conn, Some(vec![topic.to_string()])).await.map_err(unavailable)?;
         let brokers: HashMap<i32, String> =
             metadata.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
@@ -66,7 +66,8 @@ impl Forwarder {
     ) -> Result<AppendOutcome> {
         let address = self.leader(spec, link, topic, index).await?;
         if !self.connections.contains_key(&address) {
-            let conn = SourceConnection::connect(&address, &format!("automq-link-{link}-forward"))
+            let security = super::client::SourceSecurity::of(&spec.source).map_err(unavailable)?;
+            let conn = SourceConnection::connect(&address, &format!("automq-link-{link}-forward"), &security)
                 .await
                 .map_err(unavailable)?;
             self.connections.insert(address.clone(), conn);

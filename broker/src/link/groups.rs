@@ -16,7 +16,7 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::client::{SourceConnection, SourceError};
+use super::client::{SourceConnection, SourceError, SourceSecurity};
 use super::{connect_any, source_metadata, LinkSpec, Matcher, LINK_CONFIG};
 use crate::broker::Broker;
 
@@ -39,8 +39,8 @@ pub async fn sync(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<u
         return Ok(0);
     }
     let client_id = format!("automq-link-{link}");
-    let mut source = connect_any(&spec.source.bootstrap_servers, &client_id).await.map_err(|e| e.0)?;
-    let groups = source_groups(&mut source, &matchers, &client_id).await.map_err(|e| e.0)?;
+    let mut source = connect_any(&spec.source, &client_id).await.map_err(|e| e.0)?;
+    let groups = source_groups(&mut source, &matchers).await.map_err(|e| e.0)?;
     let (host, port) = broker.advertised();
     let local = format!("{host}:{port}");
     // How far each mirror partition got, from the brokers leading them.
@@ -51,7 +51,7 @@ pub async fn sync(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<u
         .collect();
     let mut committed = 0;
     for group in groups {
-        let offsets = match fetch_offsets(&mut source, &group, &client_id).await {
+        let offsets = match fetch_offsets(&mut source, &group).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(link, group, error = %e, "cannot read the group's source offsets");
@@ -83,11 +83,7 @@ pub async fn sync(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<u
 }
 
 /// The source's groups matching the selectors (exact names without asking).
-async fn source_groups(
-    conn: &mut SourceConnection,
-    matchers: &[Matcher],
-    client_id: &str,
-) -> Result<Vec<String>, SourceError> {
+async fn source_groups(conn: &mut SourceConnection, matchers: &[Matcher]) -> Result<Vec<String>, SourceError> {
     let mut groups: BTreeSet<String> =
         matchers.iter().filter_map(|m| if let Matcher::Name(n) = m { Some(n.clone()) } else { None }).collect();
     if matchers.iter().any(|m| matches!(m, Matcher::Pattern(_))) {
@@ -99,7 +95,7 @@ async fn source_groups(
             let c = if address == conn.address() {
                 &mut *conn
             } else {
-                other = SourceConnection::connect(&address, client_id).await?;
+                other = conn.sibling(&address).await?;
                 &mut other
             };
             let (response, _) = c.call(&ListGroupsRequest::default(), 4).await?;
@@ -115,11 +111,7 @@ async fn source_groups(
 }
 
 /// Connects to `group`'s coordinator through `conn`'s cluster.
-async fn coordinator(
-    conn: &mut SourceConnection,
-    group: &str,
-    client_id: &str,
-) -> Result<Option<SourceConnection>, SourceError> {
+async fn coordinator(conn: &mut SourceConnection, group: &str) -> Result<Option<SourceConnection>, SourceError> {
     let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
     let (response, _) = conn.call(&request, 3).await?;
     if response.error_code != 0 {
@@ -129,11 +121,11 @@ async fn coordinator(
     if address == conn.address() {
         return Ok(None);
     }
-    Ok(Some(SourceConnection::connect(&address, client_id).await?))
+    Ok(Some(conn.sibling(&address).await?))
 }
 
-async fn fetch_offsets(source: &mut SourceConnection, group: &str, client_id: &str) -> Result<Offsets, SourceError> {
-    let mut other = coordinator(source, group, client_id).await?;
+async fn fetch_offsets(source: &mut SourceConnection, group: &str) -> Result<Offsets, SourceError> {
+    let mut other = coordinator(source, group).await?;
     let conn = other.as_mut().unwrap_or(source);
     let request = OffsetFetchRequest::default().with_group_id(GroupId(group.to_string().into())).with_topics(None);
     let (response, _) = conn.call(&request, 7).await?;
@@ -154,8 +146,9 @@ async fn fetch_offsets(source: &mut SourceConnection, group: &str, client_id: &s
 /// Commits `offsets` for `group` on this cluster as a standalone consumer; refused while the
 /// group has members here. Returns the partitions committed.
 async fn commit_here(local: &str, group: &str, offsets: &Offsets, client_id: &str) -> Result<usize, SourceError> {
-    let mut bootstrap = SourceConnection::connect(local, client_id).await?;
-    let mut other = coordinator(&mut bootstrap, group, client_id).await?;
+    // This cluster's own listener, as an internal client (see NOTES.md: not through SASL yet).
+    let mut bootstrap = SourceConnection::connect(local, client_id, &SourceSecurity::plaintext()).await?;
+    let mut other = coordinator(&mut bootstrap, group).await?;
     let conn = other.as_mut().unwrap_or(&mut bootstrap);
     let topics = offsets
         .iter()

@@ -131,7 +131,7 @@ async fn copy(
     state: &mut PartitionState,
 ) -> Result<(), Stop> {
     let client_id = format!("automq-link-{link}");
-    let mut bootstrap = connect_any(&spec.source.bootstrap_servers, &client_id).await?;
+    let mut bootstrap = connect_any(&spec.source, &client_id).await?;
     let metadata = source_metadata(&mut bootstrap, Some(vec![topic.to_string()])).await?;
     let source_topic = metadata
         .topics
@@ -150,11 +150,7 @@ async fn copy(
         .find(|b| b.node_id == leader)
         .map(|b| format!("{}:{}", b.host, b.port))
         .ok_or_else(|| Stop::Retry(format!("source partition {topic}-{index} has no live leader")))?;
-    let mut conn = if address == bootstrap.address() {
-        bootstrap
-    } else {
-        SourceConnection::connect(&address, &client_id).await?
-    };
+    let mut conn = if address == bootstrap.address() { bootstrap } else { bootstrap.sibling(&address).await? };
 
     let engine = &broker.engine;
     let mut next = engine.next_offset(partition.stream_id).map_err(|e| Stop::Lost(e.to_string()))? as i64;

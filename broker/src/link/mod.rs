@@ -139,12 +139,17 @@ impl LinkSpec {
             return Err("source.bootstrap_servers is empty".into());
         }
         match self.source.security_protocol.as_str() {
-            "PLAINTEXT" => {}
-            "SSL" | "SASL_PLAINTEXT" | "SASL_SSL" => {
-                return Err(format!(
-                    "security_protocol {} is not supported yet (PLAINTEXT sources only)",
-                    self.source.security_protocol
-                ))
+            "PLAINTEXT" | "SSL" => {}
+            "SASL_PLAINTEXT" | "SASL_SSL" => {
+                let mechanism = self.source.sasl_mechanism.as_deref().unwrap_or("");
+                if crate::security::sasl::SaslMechanism::parse(mechanism).is_none() {
+                    return Err(format!(
+                        "source.sasl_mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not {mechanism:?}"
+                    ));
+                }
+                if self.source.username.as_deref().unwrap_or("").is_empty() || self.source.password.is_none() {
+                    return Err(format!("{} needs source.username and source.password", self.source.security_protocol));
+                }
             }
             other => return Err(format!("unknown security_protocol {other:?}")),
         }
@@ -309,10 +314,11 @@ impl prometheus_client::collector::Collector for MirrorMetrics {
 }
 
 /// Connects to the first bootstrap server that answers.
-pub async fn connect_any(bootstrap: &str, client_id: &str) -> Result<SourceConnection, SourceError> {
+pub async fn connect_any(source: &LinkSource, client_id: &str) -> Result<SourceConnection, SourceError> {
+    let security = client::SourceSecurity::of(source)?;
     let mut last = SourceError("no bootstrap server".into());
-    for address in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        match SourceConnection::connect(address, client_id).await {
+    for address in source.bootstrap_servers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match SourceConnection::connect(address, client_id, &security).await {
             Ok(conn) => return Ok(conn),
             Err(e) => last = e,
         }
@@ -384,7 +390,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
 async fn sync_topics(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<(), String> {
     let matchers = spec.topic_matchers()?;
     let client_id = format!("automq-link-{link}");
-    let mut conn = connect_any(&spec.source.bootstrap_servers, &client_id).await.map_err(|e| e.0)?;
+    let mut conn = connect_any(&spec.source, &client_id).await.map_err(|e| e.0)?;
     let metadata = source_metadata(&mut conn, None).await.map_err(|e| e.0)?;
     for topic in &metadata.topics {
         let Some(name) = topic.name.as_ref().map(|n| n.0.to_string()) else { continue };

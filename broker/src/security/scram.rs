@@ -298,6 +298,78 @@ impl ScramServer {
     }
 }
 
+/// The client side of one exchange (a topic link authenticating to its source cluster).
+#[derive(Debug)]
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    /// The ServerSignature the server must send back (after the client-final message).
+    expect: Option<Vec<u8>>,
+}
+
+fn escape_user(user: &str) -> String {
+    user.replace('=', "=3D").replace(',', "=2C")
+}
+
+impl ScramClient {
+    pub fn new(mechanism: Mechanism, user: &str, password: &str) -> Self {
+        let nonce = B64.encode(rand::random::<[u8; 18]>());
+        ScramClient {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={},r={nonce}", escape_user(user)),
+            nonce,
+            expect: None,
+        }
+    }
+
+    /// The client-first message.
+    pub fn first(&self) -> String {
+        format!("n,,{}", self.client_first_bare)
+    }
+
+    /// The client-final message answering `server_first`.
+    pub fn last(&mut self, server_first: &str) -> Result<String, ScramError> {
+        let mut fields = server_first.split(',');
+        let nonce = fields.next().and_then(|p| attr(p, 'r')).ok_or(ScramError::Malformed("no nonce"))?;
+        let salt = fields.next().and_then(|p| attr(p, 's')).ok_or(ScramError::Malformed("no salt"))?;
+        let iterations = fields.next().and_then(|p| attr(p, 'i')).ok_or(ScramError::Malformed("no iterations"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed("the server's nonce does not extend ours"));
+        }
+        let salt = B64.decode(salt).map_err(|_| ScramError::Malformed("salt is not base64"))?;
+        let iterations: u32 = iterations.parse().map_err(|_| ScramError::Malformed("bad iteration count"))?;
+        if !(1..=1_000_000).contains(&iterations) {
+            return Err(ScramError::Malformed("iteration count out of range"));
+        }
+        let salted = self.mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = self.mechanism.hmac(&salted, b"Client Key");
+        let stored_key = self.mechanism.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let signature = self.mechanism.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let server_key = self.mechanism.hmac(&salted, b"Server Key");
+        self.expect = Some(self.mechanism.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks the server-final message (the server proves it knows the credential too).
+    pub fn verify(&self, server_final: &str) -> Result<(), ScramError> {
+        if server_final.starts_with("e=") {
+            return Err(ScramError::BadCredentials);
+        }
+        let signature = attr(server_final, 'v').ok_or(ScramError::Malformed("no server signature"))?;
+        let signature = B64.decode(signature).map_err(|_| ScramError::Malformed("signature is not base64"))?;
+        match &self.expect {
+            Some(expect) if constant_time_eq(expect, &signature) => Ok(()),
+            _ => Err(ScramError::Malformed("the server's signature is wrong")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +423,28 @@ mod tests {
         assert!(json.contains("SCRAM-SHA-512") && !json.contains("secret"), "{json}");
         assert_eq!(serde_json::from_str::<Credential>(&json).unwrap(), c);
         assert_eq!(c.stored_key.len(), 64);
+    }
+
+    #[test]
+    fn our_client_and_our_server_agree_and_a_wrong_password_fails() {
+        for m in [Mechanism::Sha256, Mechanism::Sha512] {
+            let credential = Credential::from_password(m, "pencil", b"salty".to_vec(), 4096);
+            for (password, ok) in [("pencil", true), ("crayon", false)] {
+                let mut client = ScramClient::new(m, "u=s,er", password);
+                let mut server = ScramServer::new(m);
+                assert_eq!(ScramServer::user_of(&client.first()).unwrap(), "u=s,er");
+                let server_first = server.first(&client.first(), Some(credential.clone()), "srv").unwrap();
+                let client_final = client.last(&server_first).unwrap();
+                match server.last(&client_final) {
+                    Ok((server_final, user)) => {
+                        assert!(ok, "a wrong password was accepted");
+                        assert_eq!(user, "u=s,er");
+                        client.verify(&server_final).unwrap();
+                        assert!(client.verify("v=AAAA").is_err(), "a forged server signature is refused");
+                    }
+                    Err(e) => assert!(!ok && e == ScramError::BadCredentials, "{e}"),
+                }
+            }
+        }
     }
 }
