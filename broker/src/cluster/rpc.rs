@@ -142,6 +142,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/internal/v1/controller", get(controller))
         .route("/internal/v1/relay/produce", post(super::relay::accept))
         .route("/internal/v1/txn/markers", post(crate::txn::markers::accept))
+        .route("/internal/v1/groups/commit", post(crate::link::groups::accept))
 }
 
 /// The controller as this broker knows it (`null`: none holds the role).

@@ -2,9 +2,11 @@
 //! committed here for the link's mirror topics, so a group stopped on the source resumes here
 //! where it left off.
 //!
-//! The commit goes through this cluster's own Kafka API as a standalone consumer (generation
-//! -1, no member id): the group coordinator accepts it only while the group has no active
-//! members here, which is exactly when syncing is wanted. Once consumers run here, their own
+//! The commit is an OffsetCommit as a standalone consumer (generation -1, no member id), handed
+//! to the group's coordinator in-process or over the internal API (`POST
+//! /internal/v1/groups/commit`), never through a Kafka listener, so it works whatever
+//! authentication the listeners require. The coordinator accepts it only while the group has
+//! no active members here, which is exactly when syncing is wanted. Once consumers run here, their own
 //! commits win and the sync leaves the group alone. An offset beyond what the mirror holds yet
 //! waits for the next round (a consumer must not start past the mirrored data).
 
@@ -13,10 +15,12 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::{GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+use kafka_protocol::messages::{
+    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
-use super::client::{SourceConnection, SourceError, SourceSecurity};
+use super::client::{SourceConnection, SourceError};
 use super::{connect_any, source_metadata, LinkSpec, Matcher, LINK_CONFIG};
 use crate::broker::Broker;
 
@@ -41,8 +45,6 @@ pub async fn sync(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<u
     let client_id = format!("automq-link-{link}");
     let mut source = connect_any(&spec.source, &client_id).await.map_err(|e| e.0)?;
     let groups = source_groups(&mut source, &matchers).await.map_err(|e| e.0)?;
-    let (host, port) = broker.advertised();
-    let local = format!("{host}:{port}");
     // How far each mirror partition got, from the brokers leading them.
     let ends: BTreeMap<(String, i32), i64> = super::admin::cluster_states(broker, link)
         .await?
@@ -74,7 +76,7 @@ pub async fn sync(broker: &Arc<Broker>, link: &str, spec: &LinkSpec) -> Result<u
         if wanted.is_empty() {
             continue;
         }
-        match commit_here(&local, &group, &wanted, &client_id).await {
+        match commit_here(broker, &group, &wanted).await {
             Ok(n) => committed += n,
             Err(e) => tracing::debug!(link, group, error = %e, "offset sync skipped"),
         }
@@ -143,13 +145,62 @@ async fn fetch_offsets(source: &mut SourceConnection, group: &str) -> Result<Off
     Ok(out)
 }
 
-/// Commits `offsets` for `group` on this cluster as a standalone consumer; refused while the
-/// group has members here. Returns the partitions committed.
-async fn commit_here(local: &str, group: &str, offsets: &Offsets, client_id: &str) -> Result<usize, SourceError> {
-    // This cluster's own listener, as an internal client (see NOTES.md: not through SASL yet).
-    let mut bootstrap = SourceConnection::connect(local, client_id, &SourceSecurity::plaintext()).await?;
-    let mut other = coordinator(&mut bootstrap, group).await?;
-    let conn = other.as_mut().unwrap_or(&mut bootstrap);
+/// A commit handed to the group's coordinator over the internal API.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CommitRequest {
+    group: String,
+    offsets: Offsets,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CommitReply {
+    committed: usize,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Commits `offsets` for `group` on this cluster as a standalone consumer, through the group's
+/// coordinator; refused while the group has members here. Returns the partitions committed.
+async fn commit_here(broker: &Arc<Broker>, group: &str, offsets: &Offsets) -> Result<usize, SourceError> {
+    let view = broker.cluster.view();
+    let state = broker.engine.catalog().state();
+    let topic =
+        view.topics.get(crate::broker::OFFSETS_TOPIC).ok_or_else(|| SourceError("no offsets topic yet".into()))?;
+    let index = crate::groups::records::partition_for(group, topic.partitions.len()) as i32;
+    let coordinator = view
+        .leader(&state, topic, index)
+        .and_then(|id| view.brokers.get(&id))
+        .ok_or_else(|| SourceError(format!("group {group}'s coordinator is moving")))?;
+    if coordinator.node_id == broker.config.node_id {
+        return commit_local(broker, group, offsets).await.map_err(SourceError);
+    }
+    let request = CommitRequest { group: group.to_string(), offsets: offsets.clone() };
+    let reply: CommitReply = async {
+        let r = broker
+            .cluster
+            .rpc()
+            .http()
+            .post(format!("http://{}/internal/v1/groups/commit", coordinator.http))
+            .timeout(std::time::Duration::from_secs(30))
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("HTTP {}", r.status()));
+        }
+        r.json().await.map_err(|e| e.to_string())
+    }
+    .await
+    .map_err(|e| SourceError(format!("broker {}: {e}", coordinator.node_id)))?;
+    match reply.error {
+        Some(e) => Err(SourceError(e)),
+        None => Ok(reply.committed),
+    }
+}
+
+/// On the coordinator: the commit, through the group API handler.
+async fn commit_local(broker: &Arc<Broker>, group: &str, offsets: &Offsets) -> Result<usize, String> {
     let topics = offsets
         .iter()
         .map(|(topic, partitions)| {
@@ -171,19 +222,41 @@ async fn commit_here(local: &str, group: &str, offsets: &Offsets, client_id: &st
         .with_generation_id_or_member_epoch(-1)
         .with_member_id(StrBytes::default())
         .with_topics(topics);
-    let (response, _) = conn.call(&request, 7).await?;
+    let client = crate::groups::ClientInfo {
+        client_id: "automq-link-group-sync".into(),
+        client_host: String::new(),
+        listener: None,
+    };
+    let response = crate::groups::handlers::dispatch(broker, RequestKind::OffsetCommit(request), 7, &client).await;
+    let Some(ResponseKind::OffsetCommit(response)) = response else {
+        return Err("the group coordinator gave no OffsetCommit answer".into());
+    };
     let mut committed = 0;
     for t in response.topics {
         for p in t.partitions {
             if p.error_code == 0 {
                 committed += 1;
             } else {
-                return Err(SourceError(format!(
-                    "group {group} refused the sync (error {}): it has members here",
-                    p.error_code
-                )));
+                return Err(format!("group {group} refused the sync (error {}): it has members here", p.error_code));
             }
         }
     }
     Ok(committed)
+}
+
+/// The internal route: commits on this broker, the group's coordinator.
+pub(crate) async fn accept(
+    axum::extract::State(state): axum::extract::State<crate::http::HttpState>,
+    axum::Json(r): axum::Json<CommitRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let broker = match state.broker() {
+        Ok(b) => b,
+        Err(resp) => return *resp,
+    };
+    let reply = match commit_local(&broker, &r.group, &r.offsets).await {
+        Ok(committed) => CommitReply { committed, error: None },
+        Err(e) => CommitReply { committed: 0, error: Some(e) },
+    };
+    axum::Json(reply).into_response()
 }
