@@ -2,7 +2,7 @@
 and SCRAM-SHA-512 (and, in the second test, SASL_PLAINTEXT with PLAIN). The link mirrors a topic
 at the same offsets with the same records, syncs a consumer group's offsets (its coordinator is
 reached through the same TLS and SASL settings), and a wrong password shows up in the link's
-status and copies nothing. The link's password never appears in what the admin API returns."""
+status and copies nothing. The group sync works when the target's own listener requires SASL. The link's password never appears in what the admin API returns."""
 
 import json
 import time
@@ -65,9 +65,19 @@ def records(config, topic, count):
     return out
 
 
-def mirror_and_sync(make_broker, tmp_path, protocol, mechanism):
+def mirror_and_sync(make_broker, tmp_path, protocol, mechanism, secured_target=False):
     source, ca_pem = source_broker(make_broker, tmp_path, protocol)
-    target = make_broker(name="target")
+    plain = {}
+    if secured_target:
+        # The target's own listener requires SASL too: the group sync must not need it.
+        users = tmp_path / "target-users"
+        users.mkdir()
+        (users / "reader").write_text("reader-secret")
+        target = make_broker(name="target", args=["--sasl-mechanisms", "PLAIN", "--scram-users-dir", str(users)])
+        plain = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "reader",
+                 "sasl.password": "reader-secret"}
+    else:
+        target = make_broker(name="target")
     src = client(source, protocol, ca_pem, tmp_path, mechanism)
     a = AdminClient(src)
     a.create_topics([NewTopic("orders", 1, 1)])["orders"].result(20)
@@ -85,7 +95,7 @@ def mirror_and_sync(make_broker, tmp_path, protocol, mechanism):
     wait_for("the mirror to catch up", lambda: (lambda s: s["topics"] and s["topics"][0]["lag"] == 0
                                                 and s["topics"][0]["partition_states"][0]["next_offset"] == 50)(
         admin(target, "GET", "/admin/v1/links/legacy")[1]))
-    plain = {"bootstrap.servers": target.bootstrap}
+    plain = {"bootstrap.servers": target.bootstrap, **plain}
     assert records(plain, "orders", 50) == records(src, "orders", 50), "same offsets, keys and values"
 
     def synced():
@@ -116,8 +126,8 @@ def test_a_link_mirrors_and_syncs_groups_from_a_sasl_ssl_source(make_broker, tmp
     wait_for("the wrong password to show in the link status", refused, timeout=30)
 
 
-def test_a_link_from_a_sasl_plaintext_source_with_plain(make_broker, tmp_path):
-    mirror_and_sync(make_broker, tmp_path, "SASL_PLAINTEXT", "PLAIN")
+def test_a_link_from_a_sasl_plaintext_source_with_plain_into_a_sasl_target(make_broker, tmp_path):
+    mirror_and_sync(make_broker, tmp_path, "SASL_PLAINTEXT", "PLAIN", secured_target=True)
 
 
 def test_invalid_secured_sources_are_refused_with_the_reason(make_broker):
