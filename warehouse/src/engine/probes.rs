@@ -150,6 +150,20 @@ pub fn answer(sql: &str, session: &Session) -> Option<Response> {
             .collect();
         return Some(text_rows(&["Variable_name", "Value"], rows));
     }
+    if lower.starts_with("show status") || lower.starts_with("show session status") {
+        // The status variables clients read to see whether their connection is encrypted.
+        let pattern = lower.split(" like ").nth(1).map(|p| p.trim().trim_matches('\'').trim_matches('"').to_string());
+        let tls = session.tls.as_ref();
+        let rows = [
+            ("Ssl_cipher", tls.map(|t| t.cipher.clone()).unwrap_or_default()),
+            ("Ssl_version", tls.map(|t| t.version.clone()).unwrap_or_default()),
+        ]
+        .into_iter()
+        .filter(|(name, _)| pattern.as_deref().is_none_or(|p| like(name, p)))
+        .map(|(name, value)| vec![name.to_string(), value])
+        .collect();
+        return Some(text_rows(&["Variable_name", "Value"], rows));
+    }
     if lower.starts_with("show warnings") || lower.starts_with("show errors") {
         return Some(text_rows(&["Level", "Code", "Message"], Vec::new()));
     }
@@ -280,6 +294,26 @@ mod tests {
         );
         assert_eq!(substitute_session_values("select connection_id(), mydatabase()", &s), "select 7, mydatabase()");
         assert!(answer("select @@version_comment limit 1", &s).is_some());
+    }
+
+    #[tokio::test]
+    async fn ssl_status_tells_whether_the_connection_is_encrypted() {
+        use futures::TryStreamExt;
+        let status = |s: &Session| {
+            let Some(Response::Rows { batches, .. }) = answer("SHOW SESSION STATUS LIKE 'Ssl_cipher'", s) else {
+                panic!("SHOW STATUS is answered")
+            };
+            batches
+        };
+        let tls =
+            crate::mysql::server::TlsSession { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into() };
+        let s = Session { tls: Some(tls), ..Default::default() };
+        let batches: Vec<RecordBatch> = status(&s).try_collect().await.unwrap();
+        let value = batches[0].column(1).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+        assert_eq!(value, "TLS13_AES_128_GCM_SHA256");
+        let batches: Vec<RecordBatch> = status(&Session::default()).try_collect().await.unwrap();
+        let value = batches[0].column(1).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+        assert_eq!(value, "", "plaintext: empty, as in MySQL");
     }
 
     #[test]

@@ -50,8 +50,17 @@ pub struct Session {
     pub connection_id: u32,
     /// The current database (`USE`, COM_INIT_DB, the handshake).
     pub database: Option<String>,
-    /// The connection switched to TLS before authenticating.
-    pub tls: bool,
+    /// Set once the connection switched to TLS (before authenticating).
+    pub tls: Option<TlsSession>,
+}
+
+/// What a connection's TLS handshake settled on (`SHOW STATUS LIKE 'Ssl_%'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    /// As MySQL writes it: `TLSv1.2`, `TLSv1.3`.
+    pub version: String,
+    /// The cipher suite's IANA-style name as rustls gives it, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
 }
 
 /// What a statement returns.
@@ -227,7 +236,15 @@ where
             return Err(e);
         }
     };
-    session.tls = true;
+    let (_, connection) = stream.get_ref();
+    session.tls = Some(TlsSession {
+        version: match connection.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            other => format!("{other:?}"),
+        },
+        cipher: connection.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
+    });
     let mut packets = PacketStream::resume(stream, config.max_message, sequence);
     let Some(response) = before(deadline, packets.read()).await? else { return Ok(()) };
     connect(packets, response, &nonce, handler, session, config, deadline).await
@@ -263,7 +280,7 @@ where
             tracing::info!(
                 user = %hello.user,
                 peer = %session.client_host,
-                tls = session.tls,
+                tls = session.tls.is_some(),
                 delay_ms = delay.as_millis() as u64,
                 "MySQL login refused: unknown user or wrong password"
             );
