@@ -40,10 +40,16 @@ impl Engine {
         if user == ROOT {
             return Some(self.root.clone());
         }
-        // A user created or changed on another node is known here after a refresh; refreshing
-        // only when the view is stale bounds what unauthenticated clients can make us read.
+        // A user created or changed on another node is known here after a refresh. Refreshing
+        // at most once per refresh interval bounds what unauthenticated clients can make us
+        // read; a user unknown here waits for the next one (a user just created elsewhere).
         if let Err(e) = self.warehouse.refresh_if_stale().await {
             tracing::warn!(error = %e, "catalog refresh failed; checking the login against the current view");
+        }
+        if accounts::get(&self.warehouse, user).is_none() {
+            if let Err(e) = self.warehouse.refresh_when_stale().await {
+                tracing::warn!(error = %e, "catalog refresh failed; checking the login against the current view");
+            }
         }
         accounts::get(&self.warehouse, user)?.credential()
     }

@@ -266,6 +266,17 @@ impl Warehouse {
         Ok(())
     }
 
+    /// Picks up other nodes' commits, waiting first until the view is a refresh interval old if
+    /// it is fresher: for lookups that must see another node's recent commit (a login of a user
+    /// just created there) without refreshing more often than the interval, whoever asks.
+    pub async fn refresh_when_stale(&self) -> R<()> {
+        let wait = self.config.refresh_interval.saturating_sub(self.last_refresh.lock().elapsed());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.refresh_if_stale().await
+    }
+
     /// Picks up other nodes' commits now.
     pub async fn refresh(&self) -> R<()> {
         *self.last_refresh.lock() = Instant::now();
