@@ -34,8 +34,13 @@ def binary():
 
 
 class QueryNode:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, args=(), env=None, root_password=""):
+        """`args`: extra command-line flags; `env`: extra environment variables;
+        `root_password`: root's password (given through AUTOMQ_ROOT_PASSWORD)."""
         self.data_dir = Path(data_dir)
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.root_password = root_password
         self.proc = None
         self.port = None
         self.http_port = None
@@ -49,9 +54,11 @@ class QueryNode:
                 "--data-dir", str(self.data_dir),
                 "--mysql-listen", f"127.0.0.1:{self.port}",
                 "--http-listen", f"127.0.0.1:{self.http_port}",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "AUTOMQ_ROOT_PASSWORD": self.root_password, **self.env},
         )
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -70,8 +77,12 @@ class QueryNode:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def connect(self, database=None, **kw):
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", database=database,
+    def connect(self, database=None, user="root", password=None, **kw):
+        """A pymysql connection (root with its password unless told otherwise); pass `ssl=...`
+        for TLS."""
+        if password is None:
+            password = self.root_password if user == "root" else ""
+        return pymysql.connect(host="127.0.0.1", port=self.port, user=user, password=password, database=database,
                                autocommit=True, **kw)
 
     def metrics(self):
