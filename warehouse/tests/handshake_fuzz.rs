@@ -14,11 +14,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use automq_storage::object_store::MemoryStore;
 use automq_warehouse::engine::Engine;
 use automq_warehouse::mysql::auth;
 use automq_warehouse::mysql::login::{LoginOutcome, Logins};
 use automq_warehouse::mysql::server::{serve, QueryHandler, ServerConfig, Session};
 use automq_warehouse::mysql::tls::TlsFiles;
+use automq_warehouse::table::{Warehouse, WarehouseConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::{capabilities, frame, greeting, nonce, response, ssl_request, Outcome, CLIENT_SSL};
@@ -36,7 +38,12 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     support::make_ca(dir.path(), "ca");
     support::issue(dir.path(), "ca", "server");
-    let handler = Engine::in_memory("rootpw").await.unwrap();
+    // No refresh interval: a login of an unknown user (most mutated ones) would otherwise wait
+    // for the next refresh, and the cases would take seconds instead of milliseconds.
+    let config = WarehouseConfig { refresh_interval: Duration::ZERO, ..WarehouseConfig::default() };
+    let warehouse =
+        Warehouse::open(Arc::new(MemoryStore::new()), config, automq_storage::clock::system()).await.unwrap();
+    let handler = Engine::new(warehouse, "rootpw");
     let mut root = Session { user: "root".into(), ..Session::default() };
     for sql in ["CREATE DATABASE shop", "CREATE USER alice IDENTIFIED BY 'alice-pw'", "GRANT ALL ON shop.* TO alice"] {
         handler.query(&mut root, sql).await.unwrap();
