@@ -357,3 +357,19 @@ async fn account_statements_fail_as_in_mysql() {
     assert_eq!(refused(&engine, &mut root, "REVOKE SELECT ON *.* FROM root").await.0, 1396, "root keeps everything");
     exec(&engine, &mut root, "FLUSH PRIVILEGES").await;
 }
+
+#[tokio::test]
+async fn a_user_created_elsewhere_logs_in_at_once_despite_the_refresh_interval() {
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    let config = WarehouseConfig { refresh_interval: Duration::from_millis(300), ..WarehouseConfig::default() };
+    let open = || Warehouse::open(store.clone(), config.clone(), automq_storage::clock::system());
+    let (a, b) = (Engine::new(open().await.unwrap(), ""), Engine::new(open().await.unwrap(), ""));
+    b.warehouse().refresh().await.unwrap(); // b's view is fresh: no refresh for 300 ms
+    exec(&a, &mut as_user("root", None), "CREATE USER carol IDENTIFIED BY 'pw'").await;
+    let started = std::time::Instant::now();
+    assert!(logs_in(&b, "carol", "pw").await, "an unknown user waits for the next refresh");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    assert!(logs_in(&b, "carol", "pw").await);
+    assert!(started.elapsed() < Duration::from_millis(100), "a known user does not wait");
+}
