@@ -3,11 +3,17 @@
 //! StarRocks's table DDL. Tables are the warehouse's (see [`crate::table`]).
 //!
 //! The catalog `def` (MySQL's catalog name) has one schema per database.
+//!
+//! Every statement runs as its session's user: [`crate::access`] says what that user may do,
+//! read afresh from the catalog at each statement, and each statement path checks it before
+//! touching anything (DataFusion-planned statements on their logical plan).
 
 mod accounts;
 mod catalog;
 mod errors;
 mod insert;
+mod loads;
+mod prepared;
 pub mod probes;
 mod show;
 
@@ -34,6 +40,7 @@ use crate::table::ddl::{self, ColumnDef};
 use crate::table::{Warehouse, WarehouseConfig, WhError};
 
 pub use catalog::INFORMATION_SCHEMA;
+pub use prepared::{bind, count_placeholders};
 
 /// MySQL's catalog name, used as DataFusion's default catalog.
 pub const CATALOG: &str = "def";
@@ -162,60 +169,6 @@ impl Engine {
 
     pub fn loads(&self) -> &Arc<RoutineLoads> {
         &self.loads
-    }
-
-    /// CREATE / ALTER / PAUSE / RESUME / STOP / SHOW ROUTINE LOAD.
-    async fn routine_load(
-        &self,
-        session: &Session,
-        access: &Access,
-        sql: &str,
-    ) -> Result<Option<Response>, MysqlError> {
-        use crate::load::stmt::{self, LoadStatement};
-        let Some(statement) = stmt::parse(sql).map_err(|e| wh(e.into()))? else { return Ok(None) };
-        let db_of = |db: Option<String>| -> Result<String, MysqlError> {
-            let db = db.or_else(|| session.database.clone()).ok_or_else(MysqlError::no_database_selected)?;
-            access.require_sees_database(&db)?;
-            if !self.warehouse.database_exists(&db) {
-                return Err(MysqlError::unknown_database(&db));
-            }
-            Ok(db)
-        };
-        match statement {
-            // Managing a job needs ALL on its table; seeing it, some privilege on that table.
-            LoadStatement::Create(c) => {
-                let db = db_of(c.db.clone())?;
-                access.require(Privilege::All, "CREATE ROUTINE LOAD", &db, &c.table)?;
-                self.loads.create(&db, c, sql).await.map_err(wh)?;
-            }
-            LoadStatement::Alter(a) => {
-                let db = db_of(a.db.clone())?;
-                self.require_on_job(access, &db, &a.name, "ALTER ROUTINE LOAD")?;
-                self.loads.alter(&db, a).await.map_err(wh)?;
-            }
-            LoadStatement::Control { action, db, name } => {
-                let db = db_of(db)?;
-                self.require_on_job(access, &db, &name, "ROUTINE LOAD")?;
-                self.loads.control(&db, &name, action).await.map_err(wh)?;
-            }
-            LoadStatement::Show { all, db, name } => {
-                let db = db_of(db)?;
-                let (names, mut r) = self.loads.show(&db, name.as_deref(), all);
-                let table_column = names.iter().position(|n| *n == "TableName");
-                r.retain(|row| table_column.and_then(|c| row[c].as_deref()).is_some_and(|t| access.sees_table(&db, t)));
-                return Ok(Some(nullable_rows(&names, r)));
-            }
-        }
-        Ok(Some(Response::ok()))
-    }
-
-    /// ALL on the table a routine-load job loads (ALL on the database for an unknown job, so
-    /// that its absence is reported only to whoever could have created it).
-    fn require_on_job(&self, access: &Access, db: &str, job: &str, command: &str) -> Result<(), MysqlError> {
-        match self.loads.job(db, job) {
-            Some(j) => access.require(Privilege::All, command, db, &j.table),
-            None => access.require_database(Privilege::All, db),
-        }
     }
 
     fn databases(&self) -> Vec<String> {
@@ -501,74 +454,6 @@ fn words(sql: &str) -> Vec<String> {
     sql.trim().trim_end_matches(';').split_whitespace().map(|w| w.trim_matches('`').to_ascii_lowercase()).collect()
 }
 
-/// Counts `?` placeholders outside quotes and comments.
-pub fn count_placeholders(sql: &str) -> usize {
-    let mut n = 0;
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), '\\') if q != '`' => {
-                chars.next();
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '?') => n += 1,
-            _ => {}
-        }
-    }
-    n
-}
-
-/// The SQL literal for a bound parameter.
-fn literal(p: &Param) -> String {
-    match p {
-        Param::Null => "NULL".into(),
-        Param::Int(v) => v.to_string(),
-        Param::UInt(v) => v.to_string(),
-        Param::Float(v) if v.is_finite() => format!("{v:?}"),
-        Param::Float(_) => "NULL".into(),
-        Param::Text(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
-        Param::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b).replace('\\', "\\\\").replace('\'', "''")),
-    }
-}
-
-/// Replaces the `?` placeholders of `sql` with `params`, outside quotes.
-pub fn bind(sql: &str, params: &[Param]) -> Result<String, MysqlError> {
-    let mut out = String::with_capacity(sql.len() + params.len() * 8);
-    let mut next = params.iter();
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), '\\') if q != '`' => {
-                out.push(c);
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                out.push(c);
-            }
-            (Some(_), c) => out.push(c),
-            (None, '\'' | '"' | '`') => {
-                quote = Some(c);
-                out.push(c);
-            }
-            (None, '?') => {
-                out.push_str(&literal(next.next().ok_or_else(|| MysqlError::wrong_arguments("too few parameters"))?))
-            }
-            (None, c) => out.push(c),
-        }
-    }
-    if next.next().is_some() {
-        return Err(MysqlError::wrong_arguments("too many parameters"));
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl QueryHandler for Engine {
     async fn credential(&self, user: &str) -> Option<StoredCredential> {
@@ -780,29 +665,6 @@ impl QueryHandler for Engine {
     }
 }
 
-impl Engine {
-    /// Refuses at prepare time a statement its user may not run, as MySQL does (execution
-    /// checks again: grants may change in between). Only refusals count here: a statement
-    /// that does not plan with NULL parameters is left for execution to judge.
-    async fn check_prepared(&self, session: &Session, probe: &str) -> Result<(), MysqlError> {
-        let access = self.access(session);
-        if access.is_root() {
-            return Ok(());
-        }
-        if let Some(parsed) = insert::parse(probe) {
-            if let Some(db) = parsed.database.clone().or_else(|| session.database.clone()) {
-                access.require(Privilege::Insert, "INSERT", &db, &parsed.table)?;
-            }
-            return Ok(());
-        }
-        let ctx = self.session_context(session, &access);
-        match self.checked_plan(&ctx, session, &access, probe).await {
-            Err(e) if matches!(e.code, 1044 | 1142 | 1227) => Err(e),
-            _ => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,14 +679,5 @@ mod tests {
         let mut names = engine.warehouse.tables("shop").unwrap();
         names.sort();
         assert_eq!(names, ["t1", "t2"]);
-    }
-
-    #[test]
-    fn placeholders_outside_quotes_are_bound() {
-        assert_eq!(count_placeholders("SELECT ?, '?', \"a?\", `b?`, ?"), 2);
-        let sql = bind("SELECT ? + 1, '?', ?", &[Param::Int(41), Param::Text("it's \\ ok".into())]).unwrap();
-        assert_eq!(sql, "SELECT 41 + 1, '?', 'it''s \\\\ ok'");
-        assert!(bind("SELECT ?", &[]).is_err());
-        assert!(bind("SELECT 1", &[Param::Null]).is_err());
     }
 }
