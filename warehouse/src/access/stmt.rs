@@ -11,7 +11,7 @@
 //! SHOW GRANTS [FOR 'alice'[@'%'] | FOR CURRENT_USER[()]];
 //! ```
 //!
-//! where priv is SELECT, INSERT or ALL [PRIVILEGES]. The host part, when given, must be `'%'`:
+//! where priv is SELECT, INSERT or ALL \[PRIVILEGES\]. The host part, when given, must be `'%'`:
 //! accounts are not tied to client addresses, and accepting another host would promise a
 //! restriction that is not enforced.
 

@@ -13,7 +13,7 @@ pub struct SqlType {
 }
 
 impl SqlType {
-    /// Parses a normalised type string as written by [`SqlType::to_string`].
+    /// Parses a normalised type string as written by its `Display` (`to_string()`).
     pub fn parse(text: &str) -> Result<SqlType, String> {
         let text = text.trim().to_ascii_lowercase();
         let (head, unsigned) = match text.strip_suffix(" unsigned") {
