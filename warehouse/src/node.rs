@@ -77,7 +77,14 @@ pub struct QueryNodeConfig {
     pub tls_key: Option<PathBuf>,
     /// Refuse MySQL logins that do not switch to TLS first (MySQL's require_secure_transport,
     /// error 3159). Needs --tls-cert.
-    #[arg(long, env = "AUTOMQ_REQUIRE_SECURE_TRANSPORT", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "AUTOMQ_REQUIRE_SECURE_TRANSPORT",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub require_secure_transport: bool,
 }
 
@@ -422,5 +429,32 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     match state.warehouse.refresh().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog unreachable: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn tls_flags_go_together_and_secure_transport_takes_a_value_or_none() {
+        let parse = |args: &[&str]| QueryNodeConfig::try_parse_from([&["automq-query-node"][..], args].concat());
+        let c = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--require-secure-transport"]).unwrap();
+        assert!(c.require_secure_transport && c.tls_cert.is_some());
+        assert!(!parse(&["--require-secure-transport", "false"]).unwrap().require_secure_transport);
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "a certificate without its key");
+        assert!(parse(&["--tls-key", "k.pem"]).is_err(), "a key without its certificate");
+    }
+
+    #[tokio::test]
+    async fn secure_transport_without_a_certificate_is_refused_at_start() {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = QueryNodeConfig::embedded(dir.path(), any, any);
+        config.require_secure_transport = true;
+        let e = RunningQueryNode::start(config).await.unwrap_err().to_string();
+        assert!(e.contains("--require-secure-transport needs --tls-cert"), "{e}");
     }
 }
