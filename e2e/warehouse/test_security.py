@@ -293,3 +293,34 @@ def test_failed_logins_are_counted_slowed_and_logged_alike(tls_node, pki):
     # A success from the address starts the delay over.
     with tls_node.connect(user="alice", password="alice-pw"):
         pass
+
+
+def test_users_from_a_directory_of_password_files(tmp_path):
+    """--users-dir (what the operator renders from Secrets): a file per user; a changed file is
+    the new password without a restart; grants given with SQL stay."""
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "carol").write_text("carol-pw\n")
+    node = start(tmp_path, extra=["--users-dir", str(users)])
+    try:
+        setup_shop(node)
+        root_sql(node, "GRANT SELECT ON shop.* TO carol")
+        with connect(node, "carol", "carol-pw", database="shop") as c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders")
+            assert cur.fetchone() == (2,)
+        (users / "carol.new").write_text("carol-pw-2\n")
+        (users / "carol.new").rename(users / "carol")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c = connect(node, "carol", "carol-pw-2", database="shop")
+                break
+            except pymysql.MySQLError:
+                assert time.monotonic() < deadline, "the new password never took effect"
+                time.sleep(0.2)
+        with c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders")
+            assert cur.fetchone() == (2,), "grants kept"
+        assert error_of(lambda: connect(node, "carol", "carol-pw"))[0] == 1045
+    finally:
+        node.kill()

@@ -86,6 +86,12 @@ pub struct QueryNodeConfig {
         default_missing_value = "true"
     )]
     pub require_secure_transport: bool,
+    /// A directory of MySQL users to keep: each file's name is a user, its content (trailing
+    /// newline ignored) the password. Created or updated at start and whenever the files
+    /// change (on Kubernetes: a projected volume of the users' Secrets); their grants and users
+    /// not in the directory are left alone.
+    #[arg(long, env = "AUTOMQ_USERS_DIR")]
+    pub users_dir: Option<PathBuf>,
 }
 
 impl QueryNodeConfig {
@@ -262,6 +268,9 @@ impl RunningQueryNode {
         let warehouse = Warehouse::open(store, warehouse_config, automq_storage::clock::system())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;
+        if let Some(dir) = &config.users_dir {
+            crate::access::users_dir::sync(&warehouse, dir).await.map_err(|e| anyhow::anyhow!("--users-dir: {e}"))?;
+        }
         let registry = root.sub_registry_with_prefix("automq");
         let loads = RoutineLoads::new(warehouse.clone(), config.node_id.to_string());
         loads.set_default_brokers(&config.default_kafka_brokers);
@@ -350,6 +359,10 @@ impl RunningQueryNode {
             }
         }));
         tasks.push(loads.spawn(rx.clone()));
+        if let Some(dir) = config.users_dir.clone() {
+            let every = Duration::from_secs(2);
+            tasks.push(tokio::spawn(crate::access::users_dir::watch(warehouse.clone(), dir, every, rx.clone())));
+        }
         let maintenance = warehouse.spawn_maintenance();
         let mut maintenance_rx = rx;
         tasks.push(tokio::spawn(async move {

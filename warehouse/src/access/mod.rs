@@ -4,7 +4,8 @@
 //!   stored and cannot be dropped.
 //! - Every other user is an [`accounts::Account`] in the warehouse catalog, so that every query
 //!   node on the bucket knows it (after its next catalog refresh) and it survives restarts. Only
-//!   the double hashes of the password are kept (see [`crate::mysql::auth`]).
+//!   the double hashes of the password are kept (see [`crate::mysql::auth`]). Users are created
+//!   with SQL, or from files ([`users_dir`]).
 //! - Three privileges, at three levels (`*.*`, `db.*`, `db.table`): SELECT reads a table,
 //!   INSERT adds rows, ALL allows everything else too (DDL, DELETE, UPDATE, TRUNCATE, routine
 //!   loads). A user with ALL on `*.*` is an administrator: it manages users and grants as root
@@ -20,6 +21,7 @@
 pub mod accounts;
 pub mod plan;
 pub mod stmt;
+pub mod users_dir;
 
 use serde::{Deserialize, Serialize};
 
