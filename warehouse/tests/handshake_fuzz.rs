@@ -1,9 +1,11 @@
-//! The connection phase against hostile bytes, deterministically (a seeded generator, no
+//! The connection phase against hostile bytes, deterministically (seeded generators, no
 //! cargo-fuzz): random streams, random packets, and mutations of a valid handshake response,
 //! of an SSL request (followed by a garbage TLS handshake) and of an authentication switch
-//! answer, plus random commands after a valid login. Each case runs the real server code over
-//! an in-memory duplex stream; the server task must end (with or without an error) once the
-//! client hangs up, and never panic. Valid logins, plaintext and over TLS, work afterwards.
+//! answer, plus random commands after a valid login; and proptest properties (fixed seed, so
+//! a failure shrinks to a small input) over first packets, edited handshake responses and
+//! what follows an SSL request. Each case runs the real server code over an in-memory duplex
+//! stream; the server task must end (with or without an error) once the client hangs up, and
+//! never panic. Valid logins, plaintext and over TLS, work afterwards.
 //!
 //! The TLS certificates come from the `openssl` command line tool.
 
@@ -11,7 +13,7 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use automq_storage::object_store::MemoryStore;
@@ -21,6 +23,10 @@ use automq_warehouse::mysql::login::{LoginOutcome, Logins};
 use automq_warehouse::mysql::server::{serve, QueryHandler, ServerConfig, Session};
 use automq_warehouse::mysql::tls::TlsFiles;
 use automq_warehouse::table::{Warehouse, WarehouseConfig};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::RngSeed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::{capabilities, frame, greeting, nonce, response, ssl_request, Outcome, CLIENT_SSL};
@@ -104,6 +110,12 @@ fn mutate(rng: &mut StdRng, mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// The handshake response that logs alice in for the nonce of `hello`.
+fn valid_response(hello: &[u8], lenenc: bool) -> Vec<u8> {
+    let scramble = auth::scramble(auth::NATIVE, "alice-pw", &nonce(hello));
+    response("alice", &scramble, auth::NATIVE, Some("shop"), lenenc)
+}
+
 fn random_bytes(rng: &mut StdRng, max: usize) -> Vec<u8> {
     (0..rng.random_range(0..max)).map(|_| rng.random()).collect()
 }
@@ -132,10 +144,7 @@ async fn hostile(f: &Fixture, tls: bool, bytes: impl FnOnce(&[u8]) -> Vec<u8>, c
 async fn malformed_handshakes_close_the_connection_and_never_panic() {
     let f = fixture().await;
     let mut rng = StdRng::seed_from_u64(0x006d_7973_716c);
-    let valid = |hello: &[u8], lenenc: bool| {
-        let scramble = auth::scramble(auth::NATIVE, "alice-pw", &nonce(hello));
-        response("alice", &scramble, auth::NATIVE, Some("shop"), lenenc)
-    };
+    let valid = valid_response;
     for i in 0..800 {
         let bytes = random_bytes(&mut rng, 300);
         hostile(&f, i % 2 == 0, |_| bytes, &format!("random stream {i}")).await;
@@ -256,5 +265,62 @@ async fn login(f: &Fixture, tls: bool, user: &str, password: &str) -> Result<(),
         }
         Outcome::Refused(code) => Err(code),
         Outcome::TlsFailed(e) => panic!("TLS handshake failed: {e}"),
+    }
+}
+
+/// One runtime and one server for every property case (each case is one connection).
+fn shared() -> &'static (tokio::runtime::Runtime, Fixture) {
+    static SHARED: OnceLock<(tokio::runtime::Runtime, Fixture)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let f = rt.block_on(fixture());
+        (rt, f)
+    })
+}
+
+fn property_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(0x7072_6f70),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(property_config())]
+
+    #[test]
+    fn any_first_packet_ends_the_connection(seq in any::<u8>(), payload in vec(any::<u8>(), 0..400), tls in any::<bool>()) {
+        let (rt, f) = shared();
+        rt.block_on(hostile(f, tls, |_| frame(seq, &payload), "first packet"));
+    }
+
+    #[test]
+    fn edited_handshake_responses_end_the_connection(
+        edits in vec((any::<Index>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<Index>()),
+        lenenc in any::<bool>(),
+    ) {
+        let (rt, f) = shared();
+        let edit = |hello: &[u8]| {
+            let mut payload = valid_response(hello, lenenc);
+            for (at, byte) in &edits {
+                let i = at.index(payload.len());
+                payload[i] = *byte;
+            }
+            if let Some(cut) = &cut {
+                payload.truncate(cut.index(payload.len() + 1));
+            }
+            frame(1, &payload)
+        };
+        rt.block_on(hostile(f, false, edit, "edited handshake response"));
+    }
+
+    #[test]
+    fn anything_after_an_ssl_request_ends_the_connection(garbage in vec(any::<u8>(), 0..600)) {
+        let (rt, f) = shared();
+        let bytes = |_: &[u8]| [frame(1, &ssl_request()), garbage.clone()].concat();
+        rt.block_on(hostile(f, true, bytes, "garbage after an SSL request"));
     }
 }
