@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ConfigOverrides, ObjectStorage, PodOverrides, PullPolicy, ServiceType};
+use crate::listener::KafkaListener;
 use crate::security::ClusterSecurity;
 
 /// A Kafka-compatible broker cluster. Brokers are stateless: partitions move between them
@@ -46,6 +47,28 @@ use crate::security::ClusterSecurity;
     "!has(self.placement) || !has(self.placement.rules) || self.placement.rules.all(r, r.pool == 'default' \
      || (has(self.pools) && self.pools.exists(p, p.name == r.pool)))"
 ).message("a placement rule names no pool"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.security) || !has(self.security.users) || size(self.security.users) == 0 || has(self.security.sasl) \
+     || (has(self.listeners) && has(self.listeners.kafka) \
+         && self.listeners.kafka.exists(l, has(l.authentication) && l.authentication != 'none'))"
+).message("users need sasl (or a kafka listener with authentication): without it nobody authenticates"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.security) || !has(self.security.authorization) || has(self.security.sasl) \
+     || (has(self.listeners) && has(self.listeners.kafka) \
+         && self.listeners.kafka.exists(l, has(l.authentication) && l.authentication != 'none'))"
+).message("authorization needs sasl (or a kafka listener with authentication): without it every client is User:ANONYMOUS"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.listeners) || !has(self.listeners.kafka) || !has(self.security) || !has(self.security.sasl)"
+).message("with kafka listeners, each listener's authentication replaces security.sasl: remove security.sasl"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.listeners) || !has(self.listeners.kafka) || self.listeners.kafka.all(l, !has(l.tls) || !l.tls \
+     || has(l.tlsSecret) || (has(self.security) && has(self.security.tls)))"
+).message("a kafka listener with tls needs its tlsSecret or security.tls"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.listeners) || !has(self.listeners.kafka) \
+     || self.listeners.kafka.all(l, !has(l.authentication) || l.authentication == 'none') \
+     || (has(self.security) && has(self.security.users) && size(self.security.users) > 0)"
+).message("a kafka listener with authentication needs security.users: the operator creates no other user"))]
 pub struct AutoMQClusterSpec {
     /// Number of brokers. With `autoscaling`, the size the cluster starts at (the autoscaler
     /// then chooses within its bounds). Also driven through the scale subresource.
@@ -101,7 +124,8 @@ pub struct AutoMQClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<TopicPlacement>,
     /// TLS, SASL, users and ACLs of the Kafka listener, with certificates and passwords in
-    /// Secrets. Default: PLAINTEXT, no authentication.
+    /// Secrets. Default: PLAINTEXT, no authentication. With named listeners
+    /// (`listeners.kafka`), their own `tls` and `authentication` choose each one's protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<ClusterSecurity>,
 }
@@ -198,10 +222,14 @@ pub struct WalVolume {
     pub storage_class_name: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kafka) || !has(self.kafkaPort)")
+    .message("kafkaPort is the single listener's port: with kafka listeners, each has its own port"))]
+#[x_kube(validation = Rule::new("!has(self.kafka) || self.kafka.all(l, l.port != (has(self.httpPort) ? self.httpPort : 9644))")
+    .message("a kafka listener cannot use the HTTP port"))]
 pub struct Listeners {
-    /// Kafka port. Default: 9092.
+    /// Kafka port of the single listener (without `kafka`). Default: 9092.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub kafka_port: Option<i32>,
@@ -215,6 +243,16 @@ pub struct Listeners {
     /// Annotations on the bootstrap Service (load-balancer settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_service_annotations: Option<BTreeMap<String, String>>,
+    /// Named Kafka listeners, each with its own port, TLS and authentication, instead of the
+    /// single listener on `kafkaPort` (whose protocol `security.tls` and `security.sasl`
+    /// choose). With them, each listener's `authentication` replaces `security.sasl`, and
+    /// `security.tls` is the certificate of TLS listeners without their own `tlsSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port))")
+        .message("every kafka listener needs its own port"))]
+    pub kafka: Option<Vec<KafkaListener>>,
 }
 
 impl Listeners {
@@ -223,6 +261,10 @@ impl Listeners {
     }
     pub fn http_port(&self) -> i32 {
         self.http_port.unwrap_or(9644)
+    }
+    /// The named listeners, `None` for the single listener on `kafkaPort`.
+    pub fn named(&self) -> Option<&[KafkaListener]> {
+        self.kafka.as_deref()
     }
 }
 
@@ -267,13 +309,18 @@ pub struct AutoMQClusterStatus {
     /// Label selector of the broker pods (for the scale subresource and HPAs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `host:port` list for Kafka clients inside the cluster.
+    /// `host:port` list for Kafka clients inside the cluster (with named listeners: the
+    /// first's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
     /// What clients set as `security.protocol` for `bootstrapServers`: `PLAINTEXT`, `SSL`,
-    /// `SASL_PLAINTEXT` or `SASL_SSL`.
+    /// `SASL_PLAINTEXT` or `SASL_SSL` (with named listeners: the first's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_protocol: Option<String>,
+    /// With named listeners (`spec.listeners.kafka`), each one: how clients reach it.
+    /// `bootstrapServers` and `securityProtocol` above then describe the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<ListenerStatus>>,
     /// Node id of the broker holding the controller role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<i32>,
@@ -298,6 +345,22 @@ pub struct AutoMQClusterStatus {
     pub autoscaler: Option<AutoscalerStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
+}
+
+/// A named listener as clients see it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    pub port: i32,
+    /// What clients set as `security.protocol`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or
+    /// `SASL_SSL`.
+    pub protocol: String,
+    /// The SASL mechanism clients set (`sasl.mechanism`), with authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<String>,
+    /// `host:port` for clients inside the Kubernetes cluster: the bootstrap Service.
+    pub bootstrap: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

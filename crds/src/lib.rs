@@ -23,6 +23,7 @@
 pub mod cluster;
 pub mod common;
 pub mod condition;
+pub mod listener;
 pub mod security;
 pub mod topiclink;
 pub mod warehouse;

@@ -116,18 +116,18 @@ pub struct Authorization {
     pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
-/// `AutoMQCluster.spec.security`: the Kafka listener's TLS, SASL, users and ACLs.
+/// `AutoMQCluster.spec.security`: the Kafka listener's TLS, SASL, users and ACLs. (Its rules
+/// that depend on the named listeners, `users` and `authorization` needing some
+/// authentication, are on the spec.)
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.users) || size(self.users) == 0 || has(self.sasl)")
-    .message("users need sasl: without it nobody authenticates"))]
-#[x_kube(validation = Rule::new("!has(self.authorization) || has(self.sasl)")
-    .message("authorization needs sasl: without it every client is User:ANONYMOUS"))]
 pub struct ClusterSecurity {
-    /// Serve the Kafka listener over TLS (SSL, or SASL_SSL with `sasl`).
+    /// Serve the Kafka listener over TLS (SSL, or SASL_SSL with `sasl`). With named
+    /// listeners: the certificate of those with `tls` and no `tlsSecret` of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSecret>,
-    /// Require SASL authentication (SASL_PLAINTEXT, or SASL_SSL with `tls`).
+    /// Require SASL authentication (SASL_PLAINTEXT, or SASL_SSL with `tls`). Not with named
+    /// listeners: their `authentication` replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<Sasl>,
     /// SCRAM users (SCRAM-SHA-256 and SCRAM-SHA-512 credentials, PLAIN too) the brokers create

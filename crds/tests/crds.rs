@@ -412,3 +412,158 @@ fn every_cel_rule_is_within_the_cost_budget() {
     }
     assert!(found >= 20, "only {found} rules found");
 }
+
+// --- named listeners --------------------------------------------------------------------------
+
+const LISTENERS_CLUSTER: &str = "automqcluster-listeners.yaml";
+
+#[test]
+fn the_listeners_example_has_an_internal_and_an_external_listener_that_differ() {
+    let cluster = example_in(LISTENERS_CLUSTER);
+    let listeners = cluster["spec"]["listeners"]["kafka"].as_array().unwrap();
+    let names: Vec<&str> = listeners.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["INTERNAL", "EXTERNAL"]);
+    assert!(listeners[0].get("tls").is_none() && listeners[0].get("authentication").is_none());
+    assert_eq!(listeners[1]["tls"], true);
+    assert_eq!(listeners[1]["authentication"], "scram-sha-512");
+    assert!(listeners[1]["tlsSecret"]["secretName"].is_string());
+    let parsed: automq_crds::AutoMQCluster = serde_json::from_value(cluster).unwrap();
+    let external = &parsed.spec.listeners.unwrap().kafka.unwrap()[1];
+    assert_eq!(external.security_protocol(), "SASL_SSL");
+}
+
+/// Listener `i` of a cluster.
+fn listener(c: &mut Value, i: usize) -> &mut Value {
+    &mut c["spec"]["listeners"]["kafka"][i]
+}
+
+#[test]
+fn listener_rules_refuse_what_they_exist_for() {
+    refused_in(LISTENERS_CLUSTER, |c| listener(c, 1)["port"] = json!(9092), "every kafka listener needs its own port");
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| listener(c, 1)["port"] = json!(9644),
+        "a kafka listener cannot use the HTTP port",
+    );
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| {
+            c["spec"]["listeners"]["httpPort"] = json!(8080);
+            listener(c, 0)["port"] = json!(8080);
+        },
+        "a kafka listener cannot use the HTTP port",
+    );
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| c["spec"]["listeners"]["kafkaPort"] = json!(9092),
+        "kafkaPort is the single listener's port",
+    );
+    refused_in(LISTENERS_CLUSTER, |c| listener(c, 0)["name"] = json!("HTTP"), "HTTP is the name of the HTTP port");
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| listener(c, 0)["tlsSecret"] = json!({"secretName": "internal-tls"}),
+        "tlsSecret needs tls: true",
+    );
+    // TLS needs a certificate: the listener's own, or the cluster's.
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| {
+            listener(c, 1).as_object_mut().unwrap().remove("tlsSecret");
+        },
+        "a kafka listener with tls needs its tlsSecret or security.tls",
+    );
+    let mut ok = example_in(LISTENERS_CLUSTER);
+    listener(&mut ok, 1).as_object_mut().unwrap().remove("tlsSecret");
+    ok["spec"]["security"]["tls"] = json!({"secretName": "cluster-tls"});
+    cel(&ok, None).unwrap();
+    // Authentication is per listener: security.sasl would be a second, conflicting answer.
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| c["spec"]["security"]["sasl"] = json!({"mechanisms": ["SCRAM-SHA-512"]}),
+        "each listener's authentication replaces security.sasl",
+    );
+    // Someone must be able to log in: the operator declares no user of its own.
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| {
+            c["spec"]["security"].as_object_mut().unwrap().remove("users");
+        },
+        "a kafka listener with authentication needs security.users",
+    );
+    // Users and ACLs need some listener that authenticates.
+    let unauthenticated = |c: &mut Value| listener(c, 1)["authentication"] = json!("none");
+    refused_in(LISTENERS_CLUSTER, unauthenticated, "users need sasl (or a kafka listener with authentication)");
+    refused_in(
+        LISTENERS_CLUSTER,
+        |c| {
+            unauthenticated(c);
+            c["spec"]["security"] = json!({"authorization": {"type": "acl"}});
+        },
+        "authorization needs sasl (or a kafka listener with authentication)",
+    );
+    // Allowed: ACLs with one authenticated listener, several TLS listeners sharing the
+    // cluster's certificate, every mechanism, one listener only.
+    let mut ok = example_in(LISTENERS_CLUSTER);
+    ok["spec"]["security"]["authorization"] = json!({"type": "acl", "superUsers": ["admin"]});
+    cel(&ok, None).unwrap();
+    let mut ok = example_in(LISTENERS_CLUSTER);
+    ok["spec"]["security"]["tls"] = json!({"secretName": "cluster-tls"});
+    ok["spec"]["listeners"]["kafka"] = json!([
+        {"name": "TLS", "port": 9093, "tls": true},
+        {"name": "SCRAM_256", "port": 9095, "authentication": "scram-sha-256"},
+        {"name": "PLAIN_TLS", "port": 9096, "tls": true, "authentication": "plain"}
+    ]);
+    cel(&ok, None).unwrap();
+    let mut ok = example_in(LISTENERS_CLUSTER);
+    ok["spec"]["listeners"]["kafka"] = json!([{"name": "INTERNAL", "port": 9092}]);
+    ok["spec"].as_object_mut().unwrap().remove("security");
+    cel(&ok, None).unwrap();
+    // A cluster without named listeners keeps its old rules: SASL without users is allowed.
+    let mut old = example_in(SECURE_CLUSTER);
+    old["spec"]["security"].as_object_mut().unwrap().remove("users");
+    cel(&old, None).unwrap();
+}
+
+/// The listener name's pattern (enforced by the API server, not by CEL) agrees with the
+/// operator's own check, and the list is keyed by name and bounded (the rules' cost).
+#[test]
+fn listener_names_are_checked_by_the_schema_as_by_the_operator() {
+    use automq_crds::listener::{valid_listener_name, LISTENER_NAME_MAX, LISTENER_NAME_PATTERN};
+    let cluster = schema("AutoMQCluster");
+    let kafka = &cluster["properties"]["spec"]["properties"]["listeners"]["properties"]["kafka"];
+    assert_eq!(kafka["x-kubernetes-list-type"], "map");
+    assert_eq!(kafka["x-kubernetes-list-map-keys"], json!(["name"]));
+    assert_eq!(kafka["maxItems"], 8);
+    let name = &kafka["items"]["properties"]["name"];
+    assert_eq!(name["pattern"], LISTENER_NAME_PATTERN);
+    assert_eq!(name["maxLength"], LISTENER_NAME_MAX);
+    assert_eq!(
+        kafka["items"]["properties"]["authentication"]["enum"],
+        json!(["none", "plain", "scram-sha-256", "scram-sha-512", null])
+    );
+    // The pattern, evaluated by CEL's RE2-style `matches`, against the operator's check.
+    let probe = json!({"type": "string", "x-kubernetes-validations": [
+        {"rule": format!("self.matches('{LISTENER_NAME_PATTERN}') && size(self) <= {LISTENER_NAME_MAX} && self != 'HTTP'")}
+    ]});
+    for name in [
+        "INTERNAL",
+        "EXTERNAL",
+        "A",
+        "TENANT_2",
+        "SASL_SSL",
+        "ABCDEFGHIJKLMNO",
+        "",
+        "internal",
+        "_A",
+        "A_",
+        "A__B",
+        "1A",
+        "A-B",
+        "HTTP",
+        "ABCDEFGHIJKLMNOP",
+        "A B",
+    ] {
+        let by_schema = kube_cel::Validator::new().validate(&probe, &json!(name), None).is_ok();
+        assert_eq!(by_schema, valid_listener_name(name), "{name:?}");
+    }
+}
