@@ -196,6 +196,16 @@ async fn reads_need_select_on_every_table_a_query_touches() {
         );
     }
     assert_eq!(refused(&engine, &mut alice, "SELECT * FROM crm.leads").await.0, 1142);
+    assert_eq!(
+        refused(&engine, &mut alice, "SELECT * FROM crm.nope").await.0,
+        1142,
+        "a missing table the user could not see anyway is denied, not reported missing"
+    );
+    assert_eq!(
+        refused(&engine, &mut alice, "SELECT * FROM orders JOIN nope ON true").await.0,
+        1142,
+        "nothing granted on shop.nope"
+    );
     assert_eq!(refused(&engine, &mut alice, "SHOW TABLES FROM crm").await.0, 1044);
     assert_eq!(refused(&engine, &mut alice, "DESCRIBE customers").await.0, 1142);
     assert_eq!(
@@ -213,6 +223,9 @@ async fn reads_need_select_on_every_table_a_query_touches() {
     exec(&engine, &mut root, "REVOKE SELECT ON shop.orders FROM alice").await;
     let e = engine.execute(&mut alice, sql, &[Param::Int(1)]).await.unwrap_err();
     assert_eq!(e.code, 1142, "revoked between prepare and execute");
+
+    exec(&engine, &mut root, "GRANT SELECT ON shop.* TO alice").await;
+    assert_eq!(refused(&engine, &mut alice, "SELECT * FROM nope").await.0, 1146, "visible to alice: missing");
 
     // Root and users with ALL on *.* see everything.
     exec(&engine, &mut root, "GRANT ALL ON *.* TO alice").await;

@@ -207,7 +207,20 @@ impl Engine {
         access: &Access,
         sql: &str,
     ) -> Result<LogicalPlan, MysqlError> {
-        let plan = ctx.state().create_logical_plan(sql).await.map_err(errors::to_mysql)?;
+        let plan = match ctx.state().create_logical_plan(sql).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let e = errors::to_mysql(e);
+                // MySQL checks privileges before existence: a missing table is reported only
+                // to a user who may see every table the statement names.
+                if e.code == 1146 && !access.is_root() {
+                    for (db, table) in plan::named_tables(sql, &default_schema(session)) {
+                        access.require_sees_table("SELECT", &db, &table)?;
+                    }
+                }
+                return Err(e);
+            }
+        };
         access.check_plan(&plan::needs(&plan, &default_schema(session)))?;
         Ok(plan)
     }
