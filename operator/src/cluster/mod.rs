@@ -495,6 +495,7 @@ fn summarize(
         )),
         controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id),
         security_protocol: Some(crate::security::security_protocol(cluster.spec.security.as_ref()).into()),
+        listeners: None,
         draining: (!draining.is_empty()).then_some(draining),
         rolling: None,
         // Only what the brokers said now: without an answer, nothing is known.
