@@ -12,10 +12,14 @@
 //! - `users` at [`USERS_DIR`]: a projected volume with, per declared user, the key of its
 //!   password Secret as a file named after the user (the brokers' `--scram-users-dir`, the
 //!   query nodes' `--users-dir`).
+//!
+//! Named Kafka listeners with their own certificate add one more like `tls` each
+//! (`cluster/listeners.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use automq_crds::common::SecretKeyRef;
+use automq_crds::listener::KafkaListener;
 use automq_crds::security::{valid_secret_key, valid_user_name, ClusterSecurity, TlsSecret, User, WarehouseSecurity};
 use automq_crds::warehouse::AnalyticsWarehouseSpec;
 use k8s_openapi::api::core::v1::{
@@ -36,11 +40,12 @@ const USERS_VOLUME: &str = "users";
 /// Readable by the owner (root) and the pods' fsGroup, by nobody else.
 const SECRET_FILE_MODE: i32 = 0o440;
 
-/// The TLS Secret's two keys as `tls.crt` and `tls.key`.
-fn tls_volume(tls: &TlsSecret) -> Volume {
+/// A TLS Secret's two keys as `tls.crt` and `tls.key`, in volume `name` (also the named
+/// listeners' own certificates).
+pub fn tls_secret_volume(name: &str, tls: &TlsSecret) -> Volume {
     let item = |key: &str, path: &str| KeyToPath { key: key.into(), path: path.into(), mode: None };
     Volume {
-        name: TLS_VOLUME.into(),
+        name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(tls.secret_name.clone()),
             items: Some(vec![item(tls.cert_key(), "tls.crt"), item(tls.key_key(), "tls.key")]),
@@ -82,18 +87,19 @@ fn users_volume(users: &[User]) -> Option<Volume> {
     })
 }
 
+/// Volume `name` mounted whole (never `subPath`, so the kubelet updates its files in place),
+/// read-only, at `path`.
+pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
+}
+
 /// The volumes and their mounts for a TLS Secret and users (either may be absent).
 pub fn volumes(tls: Option<&TlsSecret>, users: &[User]) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let mount = |name: &str, path: &str| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    };
+    let mount = read_only_mount;
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     if let Some(tls) = tls {
-        volumes.push(tls_volume(tls));
+        volumes.push(tls_secret_volume(TLS_VOLUME, tls));
         mounts.push(mount(TLS_VOLUME, TLS_DIR));
     }
     if let Some(users) = users_volume(users) {
@@ -195,23 +201,28 @@ fn check_ref(r: &SecretKeyRef, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_tls(tls: &TlsSecret) -> Result<(), String> {
+/// A TLS Secret reference's name and keys; `at` names the field for the message.
+pub fn check_tls(tls: &TlsSecret, at: &str) -> Result<(), String> {
     if tls.secret_name.is_empty() {
-        return Err("security.tls.secretName is empty".into());
+        return Err(format!("{at}.secretName is empty"));
     }
     for key in [tls.cert_key(), tls.key_key()] {
         if !valid_secret_key(key) {
-            return Err(format!("security.tls: {key:?} is not a valid Secret key"));
+            return Err(format!("{at}: {key:?} is not a valid Secret key"));
         }
     }
     Ok(())
 }
 
 /// The schema's rules on `AutoMQCluster.spec.security`, for API servers that do not run them.
-pub fn validate_cluster(security: Option<&ClusterSecurity>) -> Result<(), String> {
+/// `listeners` are the named listeners, whose authentication counts as `sasl`'s (the rules
+/// between the two are checked with the listeners: `cluster/listeners.rs`).
+pub fn validate_cluster(security: Option<&ClusterSecurity>, listeners: Option<&[KafkaListener]>) -> Result<(), String> {
     let Some(security) = security else { return Ok(()) };
+    let authenticated =
+        security.sasl.is_some() || listeners.is_some_and(|l| l.iter().any(|l| l.sasl_mechanism().is_some()));
     if let Some(tls) = &security.tls {
-        check_tls(tls)?;
+        check_tls(tls, "security.tls")?;
     }
     if let Some(sasl) = &security.sasl {
         if sasl.mechanisms.is_empty() {
@@ -220,12 +231,16 @@ pub fn validate_cluster(security: Option<&ClusterSecurity>) -> Result<(), String
     }
     let users = security.users.as_deref().unwrap_or_default();
     check_users(users, 64)?;
-    if !users.is_empty() && security.sasl.is_none() {
-        return Err("security.users need security.sasl: without it nobody authenticates".into());
+    if !users.is_empty() && !authenticated {
+        return Err("security.users need security.sasl (or a kafka listener with authentication): without it nobody \
+             authenticates"
+            .into());
     }
     if let Some(authorization) = &security.authorization {
-        if security.sasl.is_none() {
-            return Err("security.authorization needs security.sasl: without it every client is User:ANONYMOUS".into());
+        if !authenticated {
+            return Err("security.authorization needs security.sasl (or a kafka listener with authentication): \
+                        without it every client is User:ANONYMOUS"
+                .into());
         }
         if let Some(bad) = authorization.super_users.iter().flatten().find(|u| !valid_user_name(u)) {
             return Err(format!("security.authorization.superUsers: {bad:?} is not a user name (no 'User:' prefix)"));
@@ -242,7 +257,7 @@ pub fn validate_warehouse(spec: &AnalyticsWarehouseSpec) -> Result<(), String> {
     }
     let Some(security) = security else { return Ok(()) };
     if let Some(tls) = &security.tls {
-        check_tls(tls)?;
+        check_tls(tls, "security.tls")?;
     }
     if security.require_secure_transport == Some(true) && security.tls.is_none() {
         return Err("security.requireSecureTransport needs security.tls".into());
@@ -283,11 +298,23 @@ fn user_uses(users: &[User]) -> Vec<SecretUse> {
         .collect()
 }
 
-/// The Secret keys a cluster's brokers need for `spec.security`.
-pub fn cluster_secrets(security: Option<&ClusterSecurity>) -> Vec<SecretUse> {
-    let Some(security) = security else { return Vec::new() };
-    let mut uses = security.tls.as_ref().map(tls_uses).unwrap_or_default();
-    uses.extend(user_uses(security.users.as_deref().unwrap_or_default()));
+/// The Secret keys a cluster's brokers need for `spec.security` and the named listeners' own
+/// certificates.
+pub fn cluster_secrets(security: Option<&ClusterSecurity>, listeners: Option<&[KafkaListener]>) -> Vec<SecretUse> {
+    let mut uses = Vec::new();
+    if let Some(security) = security {
+        uses.extend(security.tls.as_ref().map(tls_uses).unwrap_or_default());
+        uses.extend(user_uses(security.users.as_deref().unwrap_or_default()));
+    }
+    for listener in listeners.unwrap_or_default() {
+        let Some(tls) = &listener.tls_secret else { continue };
+        let field = format!("listeners.kafka[{}].tlsSecret", listener.name);
+        uses.extend([tls.cert_key(), tls.key_key()].into_iter().map(|key| SecretUse {
+            secret: tls.secret_name.clone(),
+            key: key.into(),
+            field: field.clone(),
+        }));
+    }
     uses
 }
 
@@ -412,10 +439,10 @@ mod tests {
         assert_eq!(security_protocol(Some(&security)), "SASL_SSL");
         assert_eq!(security_protocol(None), "PLAINTEXT");
         assert!(broker_settings(None).is_empty());
-        assert!(validate_cluster(Some(&security)).is_ok());
+        assert!(validate_cluster(Some(&security), None).is_ok());
         let no_sasl = ClusterSecurity { sasl: None, ..security.clone() };
-        assert!(validate_cluster(Some(&no_sasl)).unwrap_err().contains("need security.sasl"));
+        assert!(validate_cluster(Some(&no_sasl), None).unwrap_err().contains("need security.sasl"));
         let twice = ClusterSecurity { users: Some(vec![user("a", "u", "a"), user("a", "u", "b")]), ..security };
-        assert!(validate_cluster(Some(&twice)).unwrap_err().contains("declared twice"));
+        assert!(validate_cluster(Some(&twice), None).unwrap_err().contains("declared twice"));
     }
 }

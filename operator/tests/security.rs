@@ -203,34 +203,7 @@ impl World {
     /// No Secret value in any request body the operator sent, in any object stored by the fake
     /// API server but the Secrets themselves, nor in any log line.
     fn assert_no_secret_value_anywhere(&self) {
-        let seen = self.seen.lock().unwrap();
-        assert!(!seen.is_empty());
-        let mut places: Vec<(String, String)> = seen
-            .iter()
-            .filter(|l| !l.body.is_null())
-            .map(|l| (format!("the body of {}", l.line()), l.body.to_string()))
-            .collect();
-        let stored: Value = serde_json::from_str(&self.api.dump()).unwrap();
-        for (path, obj) in stored.as_object().unwrap() {
-            if !path.starts_with(SECRETS) {
-                places.push((format!("the stored {path}"), obj.to_string()));
-            }
-        }
-        let logs = self.logs.text();
-        assert!(logs.contains("reconcile"), "no log captured: {logs}");
-        places.push(("the logs".into(), logs));
-        for value in ALL_VALUES {
-            // As JSON escapes it, and base64 as in a Secret's data.
-            let escaped = serde_json::to_string(value).unwrap().trim_matches('"').to_string();
-            for needle in [value.to_string(), escaped, b64(value), value.lines().nth(1).unwrap_or(value).to_string()] {
-                for (place, text) in &places {
-                    assert!(!text.contains(&needle), "{place} holds a Secret value ({needle:?})");
-                }
-            }
-        }
-        // Secrets are only ever read.
-        let touched: Vec<String> = seen.iter().filter(|l| l.path.starts_with(SECRETS)).map(Logged::line).collect();
-        assert!(touched.iter().all(|l| l.starts_with("GET ")), "{touched:?}");
+        support::assert_no_secret_value(&self.api, &self.seen.lock().unwrap(), &self.logs.text(), &ALL_VALUES);
     }
 }
 

@@ -7,6 +7,7 @@
 //! stop (each hands off and uploads its WAL on SIGTERM) before the children are collected.
 
 pub mod autoscaler;
+pub mod listeners;
 pub mod pools;
 pub mod resources;
 pub mod rolling;
@@ -105,7 +106,8 @@ pub fn validate(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     }
     pools::validate(cluster)?;
     crate::pods::check_env_overrides(spec.pod_template.as_ref())?;
-    crate::security::validate_cluster(spec.security.as_ref())?;
+    listeners::validate(spec)?;
+    crate::security::validate_cluster(spec.security.as_ref(), listeners::named(spec))?;
     resources::config_map(cluster)
 }
 
@@ -135,7 +137,7 @@ async fn reconcile_apply(cluster: Arc<AutoMQCluster>, ctx: Arc<Context>) -> Resu
     // The brokers' certificate and passwords: without them a new broker pod would not start, so
     // nothing changes (no broker restarts) until they exist. Secrets are not watched: checked
     // again in 30 s.
-    let uses = crate::security::cluster_secrets(cluster.spec.security.as_ref());
+    let uses = crate::security::cluster_secrets(cluster.spec.security.as_ref(), listeners::named(&cluster.spec));
     if let Some(message) = crate::security::missing_secrets(&ctx.client, &namespace, &uses).await? {
         let health = Health::failed("SecretNotFound", &message);
         write_status(&cluster, &ctx, status.clone(), &health, Some(&message)).await?;
@@ -400,7 +402,6 @@ fn summarize(
     status: AutoMQClusterStatus,
 ) -> (Health, AutoMQClusterStatus) {
     let generation = cluster.metadata.generation;
-    let listeners = cluster.spec.listeners.clone().unwrap_or_default();
     let brokers: Vec<BrokerStatus> = state
         .map(|s| {
             s.brokers
@@ -481,21 +482,31 @@ fn summarize(
     draining.dedup();
     let default = &runs[0];
     let default_status = &pool_statuses[0];
+    // Clients inside Kubernetes: the bootstrap Service. With named listeners the old pair of
+    // fields describes the first listener, and `listeners` every one.
+    let bootstrap_host =
+        format!("{}.{}.svc", resources::bootstrap_name(cluster), cluster.namespace().unwrap_or_default());
+    let (bootstrap_servers, security_protocol, listener_statuses) = match listeners::named(&cluster.spec) {
+        Some(named) if !named.is_empty() => {
+            let statuses = listeners::statuses(named, &bootstrap_host);
+            (statuses[0].bootstrap.clone(), statuses[0].protocol.clone(), Some(statuses))
+        }
+        _ => {
+            let port = cluster.spec.listeners.clone().unwrap_or_default().kafka_port();
+            let protocol = crate::security::security_protocol(cluster.spec.security.as_ref());
+            (format!("{bootstrap_host}:{port}"), protocol.to_string(), None)
+        }
+    };
     let new_status = AutoMQClusterStatus {
         observed_generation: generation,
         replicas: default_status.replicas,
         ready_replicas: default_status.ready_replicas,
         target_replicas: Some(default.target),
         selector: Some(crate::pods::selector_string(&resources::pool_pod_labels(cluster, pools::DEFAULT_POOL))),
-        bootstrap_servers: Some(format!(
-            "{}.{}.svc:{}",
-            resources::bootstrap_name(cluster),
-            cluster.namespace().unwrap_or_default(),
-            listeners.kafka_port()
-        )),
+        bootstrap_servers: Some(bootstrap_servers),
         controller: state.and_then(|s| s.controller.as_ref()).map(|c| c.node_id),
-        security_protocol: Some(crate::security::security_protocol(cluster.spec.security.as_ref()).into()),
-        listeners: None,
+        security_protocol: Some(security_protocol),
+        listeners: listener_statuses,
         draining: (!draining.is_empty()).then_some(draining),
         rolling: None,
         // Only what the brokers said now: without an answer, nothing is known.

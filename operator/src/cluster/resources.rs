@@ -5,7 +5,7 @@
 //! | ServiceAccount | `{name}-broker` | pods' identity (workload identity annotations) |
 //! | ConfigMap | `{name}-broker-config` | `AUTOMQ_*` settings shared by all brokers |
 //! | Service (headless) | `{name}-broker` | per-broker DNS names (advertised addresses); the admin API |
-//! | Service | `{name}-bootstrap` | bootstrap address for Kafka clients (Kafka port only) |
+//! | Service | `{name}-bootstrap` | bootstrap address for Kafka clients (Kafka ports only) |
 //! | StatefulSet | `{name}-broker` | the brokers of pool `default`; Parallel pod management |
 //! | StatefulSet | `{name}-broker-{pool}` | the brokers of each other pool (`spec.pools[]`) |
 //! | PodDisruptionBudget | `{name}-broker` | at most one broker evicted at a time |
@@ -100,7 +100,12 @@ pub fn config_map(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     );
     data.insert("AUTOMQ_DATA_DIR".into(), DATA_DIR.into());
     let listeners = spec.listeners.clone().unwrap_or_default();
-    data.insert("AUTOMQ_LISTEN".into(), format!("0.0.0.0:{}", listeners.kafka_port()));
+    match listeners.named() {
+        None => {
+            data.insert("AUTOMQ_LISTEN".into(), format!("0.0.0.0:{}", listeners.kafka_port()));
+        }
+        Some(named) => data.extend(super::listeners::broker_settings(named)),
+    }
     data.insert("AUTOMQ_HTTP_LISTEN".into(), format!("0.0.0.0:{}", listeners.http_port()));
     if let Some(placement) = &spec.placement {
         if let Some(pool) = &placement.default_pool {
@@ -117,31 +122,36 @@ pub fn config_map(cluster: &AutoMQCluster) -> Result<ConfigMap, String> {
     Ok(ConfigMap { metadata: meta(cluster, config_name(cluster)), data: Some(data), ..ConfigMap::default() })
 }
 
-fn ports(cluster: &AutoMQCluster) -> Vec<ServicePort> {
+/// The Kafka ports: `kafka`, or one per named listener.
+fn kafka_ports(cluster: &AutoMQCluster) -> Vec<ServicePort> {
     let listeners = cluster.spec.listeners.clone().unwrap_or_default();
-    vec![
-        ServicePort {
+    match listeners.named() {
+        None => vec![ServicePort {
             name: Some("kafka".into()),
             port: listeners.kafka_port(),
             target_port: Some(IntOrString::String("kafka".into())),
             ..ServicePort::default()
-        },
-        ServicePort {
-            name: Some("http".into()),
-            port: listeners.http_port(),
-            target_port: Some(IntOrString::String("http".into())),
-            ..ServicePort::default()
-        },
-    ]
+        }],
+        Some(named) => super::listeners::service_ports(named),
+    }
 }
 
 /// Per-broker DNS names (the advertised addresses) and the admin API.
 pub fn headless_service(cluster: &AutoMQCluster) -> Service {
-    pod::headless_service(meta(cluster, broker_name(cluster)), selector_labels(cluster), ports(cluster))
+    let listeners = cluster.spec.listeners.clone().unwrap_or_default();
+    let mut ports = kafka_ports(cluster);
+    ports.push(ServicePort {
+        name: Some("http".into()),
+        port: listeners.http_port(),
+        target_port: Some(IntOrString::String("http".into())),
+        ..ServicePort::default()
+    });
+    pod::headless_service(meta(cluster, broker_name(cluster)), selector_labels(cluster), ports)
 }
 
-/// Kafka only: the HTTP port (admin and internal API) stays on the headless Service, inside
-/// the cluster network, even when the bootstrap Service is a load balancer.
+/// Kafka only (every listener's port): the HTTP port (admin and internal API) stays on the
+/// headless Service, inside the cluster network, even when the bootstrap Service is a load
+/// balancer.
 pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
     let listeners = cluster.spec.listeners.clone().unwrap_or_default();
     let mut metadata = meta(cluster, bootstrap_name(cluster));
@@ -151,7 +161,7 @@ pub fn bootstrap_service(cluster: &AutoMQCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: listeners.bootstrap_service_type.map(|t| t.as_str().to_string()),
             selector: Some(selector_labels(cluster)),
-            ports: Some(ports(cluster).into_iter().take(1).collect()),
+            ports: Some(kafka_ports(cluster)),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -172,8 +182,14 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
     let headless = broker_name(cluster);
     let (kafka_port, http_port) = (listeners.kafka_port(), listeners.http_port());
 
+    let named = listeners.named();
     let mut env = pod::identity_env();
-    env.push(pod::env("AUTOMQ_ADVERTISED_LISTENER", format!("$(POD_NAME).{headless}.{namespace}.svc:{kafka_port}")));
+    env.push(match named {
+        None => pod::env("AUTOMQ_ADVERTISED_LISTENER", format!("$(POD_NAME).{headless}.{namespace}.svc:{kafka_port}")),
+        Some(named) => {
+            pod::env("AUTOMQ_ADVERTISED_LISTENERS", super::listeners::advertised(named, &headless, &namespace))
+        }
+    });
     env.push(pod::env("AUTOMQ_ADVERTISED_HTTP", format!("$(POD_NAME).{headless}.{namespace}.svc:{http_port}")));
     env.extend(pod::credential_env(&spec.object_storage));
     // The zone the pod landed in, copied from its node by the PodTopologyLabels admission
@@ -201,6 +217,11 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
     );
     volumes.extend(secret_volumes);
     mounts.extend(secret_mounts);
+    if let Some(named) = named {
+        let (listener_volumes, listener_mounts) = super::listeners::volumes(named);
+        volumes.extend(listener_volumes);
+        mounts.extend(listener_mounts);
+    }
     let mut claims = None;
     if let (WalKind::File, Some(volume)) = (pool.wal.kind, &pool.wal.volume) {
         mounts.push(VolumeMount { name: "wal".into(), mount_path: WAL_MOUNT.into(), ..VolumeMount::default() });
@@ -237,10 +258,19 @@ pub fn stateful_set(cluster: &AutoMQCluster, pool: &Pool, replicas: i32, config:
             }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(vec![
-            ContainerPort { name: Some("kafka".into()), container_port: kafka_port, ..ContainerPort::default() },
-            ContainerPort { name: Some("http".into()), container_port: http_port, ..ContainerPort::default() },
-        ]),
+        ports: Some(
+            match named {
+                None => vec![ContainerPort {
+                    name: Some("kafka".into()),
+                    container_port: kafka_port,
+                    ..ContainerPort::default()
+                }],
+                Some(named) => super::listeners::container_ports(named),
+            }
+            .into_iter()
+            .chain([ContainerPort { name: Some("http".into()), container_port: http_port, ..ContainerPort::default() }])
+            .collect(),
+        ),
         resources: pool.resources.clone(),
         readiness_probe: Some(pod::http_probe("/readyz", 2, 3)),
         liveness_probe: Some(pod::http_probe("/healthz", 10, 6)),

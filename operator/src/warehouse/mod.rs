@@ -43,13 +43,14 @@ pub fn error_policy(warehouse: Arc<AnalyticsWarehouse>, error: &Error, ctx: Arc<
 }
 
 /// The referenced cluster's bootstrap address (`None` without a reference; the default port
-/// when the cluster does not exist yet, so the warehouse need not wait for it).
+/// when the cluster does not exist yet, so the warehouse need not wait for it). With named
+/// listeners, the first PLAINTEXT one: routine loads speak neither SASL nor TLS.
 async fn kafka_bootstrap(w: &AnalyticsWarehouse, ctx: &Context) -> Result<Option<String>> {
     let Some(reference) = &w.spec.kafka_cluster_ref else { return Ok(None) };
     let namespace = w.namespace().unwrap_or_default();
     let clusters: Api<AutoMQCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let port =
-        clusters.get_opt(&reference.name).await?.and_then(|c| c.spec.listeners.map(|l| l.kafka_port())).unwrap_or(9092);
+    let cluster = clusters.get_opt(&reference.name).await?;
+    let port = crate::cluster::listeners::routine_load_port(cluster.as_ref().and_then(|c| c.spec.listeners.as_ref()));
     Ok(Some(format!("{}-bootstrap.{namespace}.svc:{port}", reference.name)))
 }
 

@@ -391,3 +391,38 @@ impl std::io::Write for CapturedLogs {
         Ok(())
     }
 }
+
+/// Asserts that none of `values` (Secret contents) reached anything the operator wrote or
+/// logged: not a body of the requests in `seen`, not an object the fake API server holds (the
+/// Secrets themselves aside), not a line of `logs`. Each value is looked for plain, as JSON
+/// escapes it, base64-encoded as in a Secret's data, and by its second line (a PEM's body).
+/// Also asserts that Secrets were only ever read.
+pub fn assert_no_secret_value(api: &ApiServer, seen: &[Logged], logs: &str, values: &[&str]) {
+    use base64::Engine;
+    let is_secret = |path: &str| path.contains("/secrets");
+    assert!(!seen.is_empty());
+    let mut places: Vec<(String, String)> = seen
+        .iter()
+        .filter(|l| !l.body.is_null())
+        .map(|l| (format!("the body of {}", l.line()), l.body.to_string()))
+        .collect();
+    let stored: Value = serde_json::from_str(&api.dump()).unwrap();
+    for (path, obj) in stored.as_object().unwrap() {
+        if !is_secret(path) {
+            places.push((format!("the stored {path}"), obj.to_string()));
+        }
+    }
+    assert!(logs.contains("reconcile"), "no log captured: {logs}");
+    places.push(("the logs".into(), logs.to_string()));
+    for value in values {
+        let escaped = serde_json::to_string(value).unwrap().trim_matches('"').to_string();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        for needle in [value.to_string(), escaped, b64, value.lines().nth(1).unwrap_or(value).to_string()] {
+            for (place, text) in &places {
+                assert!(!text.contains(&needle), "{place} holds a Secret value ({needle:?})");
+            }
+        }
+    }
+    let touched: Vec<String> = seen.iter().filter(|l| is_secret(&l.path)).map(Logged::line).collect();
+    assert!(touched.iter().all(|l| l.starts_with("GET ")), "{touched:?}");
+}
