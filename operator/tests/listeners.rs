@@ -446,7 +446,7 @@ async fn invalid_listeners_are_refused_before_anything_is_applied() {
 #[tokio::test]
 async fn a_warehouse_loads_from_the_plaintext_listener_whatever_its_place() {
     let (logs, _guard) = CapturedLogs::start();
-    // EXTERNAL first: the routine loads (no SASL, no TLS) must still get INTERNAL.
+    // EXTERNAL first: the default broker list (no credentials, no CA) must still be INTERNAL's.
     let mut cluster = listeners_cluster();
     cluster["spec"]["listeners"]["kafka"] = json!([
         {"name": "EXTERNAL", "port": 9094, "tls": true, "authentication": "scram-sha-512",

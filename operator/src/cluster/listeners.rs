@@ -124,9 +124,10 @@ pub fn statuses(listeners: &[KafkaListener], bootstrap_host: &str) -> Vec<Listen
         .collect()
 }
 
-/// The port a warehouse's routine loads reach a cluster on. They speak neither SASL nor TLS,
-/// so with named listeners it is the first PLAINTEXT one (else the first listener, which they
-/// cannot use: documented); without, `kafkaPort`.
+/// The port of a warehouse's default broker list for routine loads (`kafkaClusterRef`). That
+/// default comes with no credentials and no CA, so with named listeners it is the first
+/// PLAINTEXT one (else the first listener, which such loads cannot use: documented); without,
+/// `kafkaPort`.
 pub fn routine_load_port(listeners: Option<&Listeners>) -> i32 {
     let Some(listeners) = listeners else { return Listeners::default().kafka_port() };
     match listeners.named() {

@@ -44,7 +44,7 @@ pub fn error_policy(warehouse: Arc<AnalyticsWarehouse>, error: &Error, ctx: Arc<
 
 /// The referenced cluster's bootstrap address (`None` without a reference; the default port
 /// when the cluster does not exist yet, so the warehouse need not wait for it). With named
-/// listeners, the first PLAINTEXT one: routine loads speak neither SASL nor TLS.
+/// listeners, the first PLAINTEXT one: the default list comes with no credentials.
 async fn kafka_bootstrap(w: &AnalyticsWarehouse, ctx: &Context) -> Result<Option<String>> {
     let Some(reference) = &w.spec.kafka_cluster_ref else { return Ok(None) };
     let namespace = w.namespace().unwrap_or_default();
