@@ -149,7 +149,16 @@ const CLIENT_PROPERTIES: &[&str] = &[
     "enable.auto.commit",
     "isolation.level",
     "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.ca.pem",
 ];
+
+/// Client properties never shown back (SHOW ROUTINE LOAD masks them).
+pub const SECRET_PROPERTIES: &[&str] = &["sasl.password"];
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> R<T> {
     v.trim().parse::<T>().map_err(|_| WhError::Invalid(format!("invalid value '{v}' for property \"{key}\"")))
@@ -324,9 +333,22 @@ impl LoadSpec {
                             }
                         }
                         "fetch.wait.max.ms" | "fetch.max.wait.ms" => self.fetch_wait_ms = parse_num(k, v)?,
-                        "security.protocol" if !v.eq_ignore_ascii_case("plaintext") => {
+                        "security.protocol"
+                            if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+                                .iter()
+                                .any(|p| v.eq_ignore_ascii_case(p)) =>
+                        {
+                            return Err(WhError::Invalid(format!(
+                                "invalid security.protocol '{v}' (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+                            )))
+                        }
+                        "sasl.mechanism" | "sasl.mechanisms"
+                            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+                                .iter()
+                                .any(|m| v.eq_ignore_ascii_case(m)) =>
+                        {
                             return Err(WhError::Unsupported(format!(
-                                "security.protocol {v} is not supported yet (PLAINTEXT only)"
+                                "sasl.mechanism '{v}' is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
                             )))
                         }
                         "isolation.level"
@@ -340,6 +362,17 @@ impl LoadSpec {
                     self.client_properties.insert(prop.to_string(), v.clone());
                 }
                 other => return Err(WhError::Invalid(format!("unknown data source property \"{other}\""))),
+            }
+        }
+        let protocol = self.client_properties.get("security.protocol").map(|p| p.to_ascii_uppercase());
+        if matches!(protocol.as_deref(), Some("SASL_PLAINTEXT" | "SASL_SSL")) {
+            for needed in ["sasl.username", "sasl.password"] {
+                if !self.client_properties.contains_key(needed) {
+                    return Err(WhError::Invalid(format!(
+                        "security.protocol {} needs property.{needed}",
+                        protocol.unwrap_or_default()
+                    )));
+                }
             }
         }
         match (partitions, offsets) {

@@ -475,8 +475,15 @@ impl RoutineLoads {
                     "currentKafkaPartitions": progress.offsets.keys().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
                     "brokerList": job.spec.brokers.join(","),
                 });
-                let mut custom: serde_json::Map<String, serde_json::Value> =
-                    job.spec.client_properties.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                let mut custom: serde_json::Map<String, serde_json::Value> = job
+                    .spec
+                    .client_properties
+                    .iter()
+                    .map(|(k, v)| {
+                        let shown = if job::SECRET_PROPERTIES.contains(&k.as_str()) { "******" } else { v.as_str() };
+                        (k.clone(), shown.into())
+                    })
+                    .collect();
                 if let Some(g) = &job.spec.group_id {
                     custom.insert("group.id".into(), g.clone().into());
                 }

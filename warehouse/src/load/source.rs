@@ -1,11 +1,12 @@
 //! The Kafka side of a routine load: a real Kafka client (rskafka) speaking the protocol to
 //! any Kafka-compatible cluster.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 
 use super::job::{LoadSpec, StartAt};
@@ -48,20 +49,104 @@ fn short(e: &KafkaError) -> String {
     s.split(", request:").next().unwrap_or(&s).to_string()
 }
 
+/// The client's TLS and SASL settings from the job's `property.security.protocol`,
+/// `property.sasl.*` and `property.ssl.ca.location` (a PEM file on the query node) or
+/// `property.ssl.ca.pem` (the PEM itself); without a CA, the system's trusted ones.
+type Security = (Option<SaslConfig>, Option<Arc<rustls::ClientConfig>>);
+
+fn security(spec: &LoadSpec) -> Result<Security, SourceError> {
+    let prop = |k: &str| spec.client_properties.get(k).map(String::as_str);
+    let protocol = prop("security.protocol").unwrap_or("PLAINTEXT").to_ascii_uppercase();
+    let sasl = if protocol.starts_with("SASL_") {
+        let user = prop("sasl.username").unwrap_or_default().to_string();
+        let password = prop("sasl.password").unwrap_or_default().to_string();
+        let credentials = Credentials::new(user, password);
+        let mechanism = prop("sasl.mechanism").or(prop("sasl.mechanisms")).unwrap_or("PLAIN").to_ascii_uppercase();
+        Some(match mechanism.as_str() {
+            "PLAIN" => SaslConfig::Plain(credentials),
+            "SCRAM-SHA-256" => SaslConfig::ScramSha256(credentials),
+            "SCRAM-SHA-512" => SaslConfig::ScramSha512(credentials),
+            other => return Err(SourceError::Fatal(format!("sasl.mechanism {other} is not supported"))),
+        })
+    } else {
+        None
+    };
+    let tls = if protocol.ends_with("SSL") {
+        let pem = match (prop("ssl.ca.pem"), prop("ssl.ca.location")) {
+            (Some(pem), _) => Some(pem.as_bytes().to_vec()),
+            (None, Some(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| SourceError::Fatal(format!("cannot read ssl.ca.location {path}: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match pem {
+            Some(pem) => {
+                use rustls::pki_types::pem::PemObject;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| SourceError::Fatal(format!("the CA certificate: {e}")))?;
+                    roots.add(cert).map_err(|e| SourceError::Fatal(format!("the CA certificate: {e}")))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(SourceError::Fatal("no CA certificate to verify the brokers with".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SourceError::Fatal(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(Arc::new(config))
+    } else {
+        None
+    };
+    Ok((sasl, tls))
+}
+
 /// Connects to the job's cluster. Retries inside the client stop after a few seconds so a
 /// failure becomes visible to the job rather than an endless silent wait.
 pub async fn connect(spec: &LoadSpec) -> Result<Client, SourceError> {
-    ClientBuilder::new(spec.brokers.clone())
+    let context = format!("cannot reach Kafka at {}", spec.brokers.join(","));
+    let security = security(spec)?;
+    // One attempt without retries first: a refused login or an untrusted certificate will not
+    // get better, and retrying it against a broker that slows failed logins down would hold a
+    // CREATE ROUTINE LOAD for tens of seconds before saying why.
+    if let Err(e) = build(spec, &security, Duration::ZERO).await {
+        let text = e.to_string();
+        if ["Sasl", "SASL", "certificate", "TLS"].iter().any(|m| text.contains(m)) {
+            return Err(SourceError::Fatal(format!("{context}: {}", short(&e))));
+        }
+    }
+    build(spec, &security, Duration::from_secs(5)).await.map_err(|e| classify(&context, e))
+}
+
+/// A client whose internal retries stop after `deadline` of backing off.
+async fn build(spec: &LoadSpec, security: &Security, deadline: Duration) -> Result<Client, KafkaError> {
+    let mut builder = ClientBuilder::new(spec.brokers.clone());
+    if let Some(sasl) = &security.0 {
+        builder = builder.sasl_config(sasl.clone());
+    }
+    if let Some(tls) = &security.1 {
+        builder = builder.tls_config(tls.clone());
+    }
+    builder
         .client_id(spec.client_id.clone())
         .backoff_config(BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             base: 2.0,
-            deadline: Some(Duration::from_secs(5)),
+            deadline: Some(deadline),
         })
         .build()
         .await
-        .map_err(|e| classify(&format!("cannot reach Kafka at {}", spec.brokers.join(",")), e))
 }
 
 /// The topic's partitions.
