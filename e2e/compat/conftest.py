@@ -60,6 +60,12 @@ def broker_binary():
     return path
 
 
+@pytest.fixture
+def broker_bin():
+    """The broker binary's path (for tests that run it themselves)."""
+    return broker_binary()
+
+
 class Broker:
     """One broker process. Ports and data directory stay the same across restarts, so
     clients reconnect to the same bootstrap address."""

@@ -374,3 +374,15 @@ def test_acls_keep_working_when_the_controller_dies(make_cluster, tmp_path):
         assert errors == [None], errors
     err = produce_error(survivor, "bob", "ha-acl")
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_writing_to_a_missing_topic_creates_it_only_with_create(secured):
+    admin = admin_of(secured)
+    create(admin, allow("alice", ResourceType.TOPIC, "fresh-", AclOperation.WRITE, ResourcePatternType.PREFIXED))
+    err = produce_error(secured, "alice", "fresh-one")
+    assert err is not None and err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                                              KafkaError.UNKNOWN_TOPIC_OR_PART), err
+    assert "fresh-one" not in admin.list_topics(timeout=10).topics, "WRITE alone must not create a topic"
+    create(admin, allow("alice", ResourceType.TOPIC, "fresh-", AclOperation.CREATE, ResourcePatternType.PREFIXED))
+    assert produce_error(secured, "alice", "fresh-two") is None
+    assert "fresh-two" in admin.list_topics(timeout=10).topics

@@ -120,8 +120,7 @@ def test_a_cluster_advertises_each_brokers_address_per_listener(make_cluster, tm
         assert want <= got, (label, got)
 
 
-def test_bad_listener_settings_stop_the_broker_with_the_reason(tmp_path):
-    from conftest import broker_binary
+def test_bad_listener_settings_stop_the_broker_with_the_reason(tmp_path, broker_bin):
     cases = [
         (["--listeners", "CLIENT://127.0.0.1:0"], "no protocol"),
         (["--listeners", "A://127.0.0.1:0", "--listener-security-protocol-map", "A:SSL"], "no certificate"),
@@ -130,6 +129,6 @@ def test_bad_listener_settings_stop_the_broker_with_the_reason(tmp_path):
         (["--listener-option", "A:ssl.key=/k"], "need --listeners"),
     ]
     for args, why in cases:
-        r = subprocess.run([str(broker_binary()), "--data-dir", str(tmp_path / "d"), "--http-listen", "127.0.0.1:0",
+        r = subprocess.run([str(broker_bin), "--data-dir", str(tmp_path / "d"), "--http-listen", "127.0.0.1:0",
                             *args], capture_output=True, timeout=60)
         assert r.returncode != 0 and why in (r.stdout + r.stderr).decode(), (args, r.stderr.decode()[-500:])

@@ -156,16 +156,24 @@ pub fn gate(a: &Authz, broker: &Broker, body: RequestKind, version: i16) -> Gate
         RequestKind::Produce(mut r) => {
             let txn_ok = r.transactional_id.as_ref().is_none_or(|t| a.txn(t, op::WRITE));
             let (ok, denied) = split(std::mem::take(&mut r.topic_data), |t| txn_ok && a.topic(&t.name, op::WRITE));
+            // Produce would create a missing topic: only for those who may create it (else
+            // UNKNOWN_TOPIC_OR_PARTITION, what Kafka answers a produce to a missing topic).
+            let (ok, missing) = split(ok, |t| {
+                broker.topic(&t.name).is_some() || !broker.config.auto_create_topics || a.may_create(&t.name)
+            });
             r.topic_data = ok;
-            if denied.is_empty() {
+            if denied.is_empty() && missing.is_empty() {
                 return Gate::Pass(RequestKind::Produce(r), None);
             }
             let code = if txn_ok { TOPIC_DENIED } else { TXN_DENIED };
+            let unknown = ResponseError::UnknownTopicOrPartition.code();
+            let refused: Vec<_> =
+                denied.into_iter().map(|t| (t, code)).chain(missing.into_iter().map(|t| (t, unknown))).collect();
             Gate::Pass(
                 RequestKind::Produce(r),
                 fix(move |resp| {
                     let ResponseKind::Produce(resp) = resp else { return };
-                    for t in denied {
+                    for (t, code) in refused {
                         let parts = t
                             .partition_data
                             .iter()
@@ -722,8 +730,64 @@ fn metadata(a: &Authz, broker: &Broker, mut r: kafka_protocol::messages::Metadat
     )
 }
 
+/// Every API [`gate`] decides on (the others need no authorization: ApiVersions and the SASL
+/// exchange). A test checks that every API the broker supports is one or the other, so an API
+/// added later cannot slip past the authorizer unnoticed.
+pub const GATED: &[kafka_protocol::messages::ApiKey] = {
+    use kafka_protocol::messages::ApiKey::*;
+    &[
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        CreateTopics,
+        DeleteTopics,
+        CreatePartitions,
+        DeleteRecords,
+        DescribeConfigs,
+        AlterConfigs,
+        IncrementalAlterConfigs,
+        DescribeCluster,
+        InitProducerId,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        DescribeTransactions,
+        ListTransactions,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        CreateAcls,
+        DeleteAcls,
+        DescribeAcls,
+        FindCoordinator,
+        JoinGroup,
+        SyncGroup,
+        Heartbeat,
+        LeaveGroup,
+        OffsetCommit,
+        TxnOffsetCommit,
+        OffsetFetch,
+        DescribeGroups,
+        ListGroups,
+        DeleteGroups,
+    ]
+};
+
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    #[test]
+    fn every_supported_api_is_authorized_or_needs_no_authorization() {
+        let open = [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+        for (api, _, _) in crate::handlers::supported_apis() {
+            assert!(
+                super::GATED.contains(&api) || open.contains(&api),
+                "{api:?} is supported but the ACL gate does not decide on it"
+            );
+        }
+    }
+
     #[test]
     fn split_keeps_order() {
         let (a, b) = super::split(vec![1, 2, 3, 4], |x| x % 2 == 0);
