@@ -101,7 +101,12 @@ impl RunningBroker {
                 .await
                 .map_err(|e| error::Error::Config(format!("--scram-users-dir: {e}")))?;
             let every = std::time::Duration::from_secs(2);
-            tasks.push(tokio::spawn(security::credentials::watch_users_dir(broker.clone(), dir, every, rx.clone())));
+            let (b, d) = (broker.clone(), dir.clone());
+            let apply = move || {
+                let (b, d) = (b.clone(), d.clone());
+                async move { security::credentials::sync_users_dir(&b, &d).await }
+            };
+            tasks.push(tokio::spawn(automq_common::users_dir::watch(dir, every, rx.clone(), apply)));
         }
         for ((_, socket), listener) in kafka.into_iter().zip(broker.listeners.iter()) {
             tasks.push(tokio::spawn(server::serve(socket, listener.clone(), broker.clone(), rx.clone())));

@@ -1,5 +1,9 @@
 //! What every automq server process shares: logging set-up, waiting for a shutdown signal, and
-//! the Prometheus `/metrics` response.
+//! the Prometheus `/metrics` response, the users-directory contract ([`users_dir`]) and the TLS
+//! client configuration ([`tls`]).
+
+pub mod tls;
+pub mod users_dir;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -56,31 +56,9 @@ impl SourceSecurity {
     pub fn of(source: &super::LinkSource) -> Result<Arc<Self>, SourceError> {
         let protocol = source.security_protocol.as_str();
         let tls = if matches!(protocol, "SSL" | "SASL_SSL") {
-            let mut roots = rustls::RootCertStore::empty();
-            match &source.ca_pem {
-                Some(pem) => {
-                    use rustls::pki_types::pem::PemObject;
-                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                        let cert = cert.map_err(|e| err(format!("source.ca_pem: {e}")))?;
-                        roots.add(cert).map_err(|e| err(format!("source.ca_pem: {e}")))?;
-                    }
-                }
-                None => {
-                    for cert in rustls_native_certs::load_native_certs().certs {
-                        let _ = roots.add(cert);
-                    }
-                }
-            }
-            if roots.is_empty() {
-                return Err(err("no CA certificate to verify the source with (set source.ca_pem)"));
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| err(format!("TLS: {e}")))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(Arc::new(config))
+            let config = automq_common::tls::client_config(source.ca_pem.as_deref().map(str::as_bytes))
+                .map_err(|e| err(format!("source TLS: {e}")))?;
+            Some(config)
         } else {
             None
         };

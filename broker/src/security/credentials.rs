@@ -82,35 +82,11 @@ pub async fn bootstrap(broker: &Broker, user: &str, password: &str) -> Result<()
     apply(broker, puts, Vec::new()).await
 }
 
-/// The users of a `--scram-users-dir`: file name → password (one trailing newline dropped).
-/// Hidden entries are skipped: Kubernetes keeps its `..data` links and timestamped directories
-/// in Secret volumes.
-pub fn read_users_dir(dir: &std::path::Path) -> Result<BTreeMap<String, String>, String> {
-    let mut users = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || !entry.path().is_file() {
-            continue;
-        }
-        let password =
-            std::fs::read_to_string(entry.path()).map_err(|e| format!("cannot read the password of {name:?}: {e}"))?;
-        let password = password.strip_suffix('\n').unwrap_or(&password);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        if password.is_empty() {
-            return Err(format!("the password of {name:?} is empty"));
-        }
-        users.insert(name, password.to_string());
-    }
-    Ok(users)
-}
-
 /// Makes the cluster's credentials of the users in `dir` match their passwords; returns how
 /// many users changed. A credential that already verifies against the password is kept (no
 /// write, no new salt), so every broker can run this at start without churn.
 pub async fn sync_users_dir(broker: &Broker, dir: &std::path::Path) -> Result<usize, String> {
-    let users = read_users_dir(dir)?;
+    let users = automq_common::users_dir::read(dir)?;
     let mut puts = Vec::new();
     let mut changed = std::collections::BTreeSet::new();
     for (user, password) in &users {
@@ -128,33 +104,6 @@ pub async fn sync_users_dir(broker: &Broker, dir: &std::path::Path) -> Result<us
         tracing::info!(user, "SCRAM credentials set from the users directory");
     }
     Ok(changed.len())
-}
-
-/// Re-syncs `dir` whenever its contents change (checked every `every`).
-pub async fn watch_users_dir(
-    broker: Arc<Broker>,
-    dir: std::path::PathBuf,
-    every: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last = read_users_dir(&dir).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let now = read_users_dir(&dir);
-        match now {
-            Ok(users) if last.as_ref() != Some(&users) => match sync_users_dir(&broker, &dir).await {
-                Ok(_) => last = Some(users),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot apply the users directory; retrying")
-                }
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the users directory"),
-        }
-    }
 }
 
 fn msg(s: impl Into<String>) -> Option<StrBytes> {

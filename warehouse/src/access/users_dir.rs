@@ -17,29 +17,15 @@ use super::ROOT;
 use crate::mysql::auth::StoredCredential;
 use crate::table::Warehouse;
 
-/// The users of `dir`: name → password. Hidden entries are skipped (Kubernetes keeps its
-/// `..data` link and timestamped directories in Secret volumes).
+/// The users of `dir` (the shared contract of `automq_common::users_dir`), checked as MySQL
+/// user names; `root` cannot be among them.
 pub fn read(dir: &Path) -> Result<BTreeMap<String, String>, String> {
-    let mut users = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || !entry.path().is_file() {
-            continue;
-        }
-        if name == ROOT {
-            return Err("root cannot be in the users directory: its password is --root-password".into());
-        }
-        let text =
-            std::fs::read_to_string(entry.path()).map_err(|e| format!("cannot read the password of {name:?}: {e}"))?;
-        let password = text.strip_suffix('\n').unwrap_or(&text);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        if password.is_empty() {
-            return Err(format!("the password of {name:?} is empty"));
-        }
-        accounts::check_user_name(&name, "CREATE USER").map_err(|e| e.message)?;
-        users.insert(name, password.to_string());
+    let users = automq_common::users_dir::read(dir)?;
+    if users.contains_key(ROOT) {
+        return Err("root cannot be in the users directory: its password is --root-password".into());
+    }
+    for name in users.keys() {
+        accounts::check_user_name(name, "CREATE USER").map_err(|e| e.message)?;
     }
     Ok(users)
 }
@@ -75,29 +61,13 @@ pub async fn sync(warehouse: &Warehouse, dir: &Path) -> Result<usize, String> {
 }
 
 /// Syncs `dir` again whenever what it holds changes (looked at every `every`) until `stop`.
-pub async fn watch(
-    warehouse: Arc<Warehouse>,
-    dir: PathBuf,
-    every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut applied = read(&dir).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        match read(&dir) {
-            Ok(users) if applied.as_ref() != Some(&users) => match sync(&warehouse, &dir).await {
-                Ok(_) => applied = Some(users),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot apply the users directory; retrying")
-                }
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the users directory"),
-        }
-    }
+pub async fn watch(warehouse: Arc<Warehouse>, dir: PathBuf, every: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    let d = dir.clone();
+    let apply = move || {
+        let (w, d) = (warehouse.clone(), d.clone());
+        async move { sync(&w, &d).await }
+    };
+    automq_common::users_dir::watch(dir, every, stop, apply).await
 }
 
 #[cfg(test)]

@@ -80,31 +80,8 @@ fn security(spec: &LoadSpec) -> Result<Security, SourceError> {
             ),
             (None, None) => None,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        match pem {
-            Some(pem) => {
-                use rustls::pki_types::pem::PemObject;
-                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| SourceError::Fatal(format!("the CA certificate: {e}")))?;
-                    roots.add(cert).map_err(|e| SourceError::Fatal(format!("the CA certificate: {e}")))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        if roots.is_empty() {
-            return Err(SourceError::Fatal("no CA certificate to verify the brokers with".into()));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| SourceError::Fatal(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Some(Arc::new(config))
+        let config = automq_common::tls::client_config(pem.as_deref()).map_err(SourceError::Fatal)?;
+        Some(config)
     } else {
         None
     };
