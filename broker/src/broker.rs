@@ -275,7 +275,7 @@ impl Broker {
     async fn cluster_id(config: &BrokerConfig, catalog: &Catalog) -> Result<String> {
         loop {
             if let Some(stored) = catalog.state().kv.get(CLUSTER_ID_KEY) {
-                return Ok(stored.clone());
+                return Ok(stored.to_string());
             }
             let id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
             let records = vec![
@@ -549,7 +549,7 @@ impl Broker {
         let mut ids = self.producer_ids.lock().await;
         while ids.0 >= ids.1 {
             let catalog = self.engine.catalog();
-            let current = catalog.state().kv.get(PRODUCER_ID_KEY).cloned();
+            let current = catalog.state().kv.get(PRODUCER_ID_KEY).map(|v| v.to_string());
             let start: i64 = current.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
             let end = start + PRODUCER_ID_BLOCK;
             let records = vec![
@@ -577,7 +577,7 @@ impl Broker {
         }
         loop {
             let catalog = self.engine.catalog();
-            let current = catalog.state().kv.get(PRODUCER_ID_KEY).cloned();
+            let current = catalog.state().kv.get(PRODUCER_ID_KEY).map(|v| v.to_string());
             let next: i64 = current.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
             if next > id {
                 return Ok(());

@@ -76,8 +76,8 @@ async fn a_follower_forwards_and_reads_its_own_writes() {
     let id = follower.create_stream().await.unwrap();
     assert!(follower.state().streams.contains_key(&id), "answered only once the follower holds it");
     follower.submit(vec![put("topic/a", "1")]).await.unwrap();
-    assert_eq!(follower.state().kv["topic/a"], "1");
-    assert_eq!(writer.state().kv["topic/a"], "1");
+    assert_eq!(&*follower.state().kv["topic/a"], "1");
+    assert_eq!(&*writer.state().kv["topic/a"], "1");
     writer.submit(vec![put("topic/b", "2")]).await.unwrap();
     let mut changes = follower.watch();
     changes.wait_for(|seq| *seq >= writer.state().applied_seq).await.unwrap();
@@ -132,11 +132,11 @@ async fn a_follower_takes_over_writing_and_the_old_writer_is_fenced() {
     // The writer goes on without the follower hearing of it, then the follower takes over.
     writer.submit(vec![put("b", "2")]).await.unwrap();
     follower.become_writer().await.unwrap();
-    assert_eq!(follower.state().kv.get("b").map(String::as_str), Some("2"), "read what it missed from the bucket");
+    assert_eq!(follower.state().kv.get("b").map(|v| &**v), Some("2"), "read what it missed from the bucket");
     follower.submit(vec![put("c", "3")]).await.unwrap();
     // The old writer's next append is fenced; it catches up before its submission lands.
     writer.submit(vec![put("d", "4")]).await.unwrap();
-    assert_eq!(writer.state().kv.get("c").map(String::as_str), Some("3"));
+    assert_eq!(writer.state().kv.get("c").map(|v| &**v), Some("3"));
     follower.refresh().await.unwrap();
     let reopened = Catalog::open(store, config(), clock::system()).await.unwrap();
     assert_eq!(reopened.state().kv, follower.state().kv, "one history in the bucket");

@@ -426,7 +426,7 @@ async fn concurrent_submissions_are_group_committed(store: SharedStore) {
     let state = catalog.state();
     assert_eq!(state.applied_seq, log_entries);
     assert_eq!(state.kv.len(), SUBMITTERS);
-    assert!((0..SUBMITTERS).all(|t| state.kv[&format!("key-{t}")] == t.to_string()));
+    assert!((0..SUBMITTERS).all(|t| *state.kv[&format!("key-{t}")] == t.to_string()));
     let reopened = Catalog::open(store, catalog_config(1000), clock).await.unwrap();
     assert_eq!(*reopened.state(), *state);
 }
@@ -489,15 +489,15 @@ async fn a_fenced_catalog_catches_up_and_applies_its_submission_once(store: Shar
     // B never read A's entry: its append loses sequence 1, it reads the log and retries on
     // top of A's entry (the records are checked against the state A left).
     assert_eq!(b.submit(vec![kv("owner", "b")]).await.unwrap(), 2);
-    assert_eq!(b.state().kv["owner"], "b");
+    assert_eq!(&*b.state().kv["owner"], "b");
     assert_eq!(b.state().applied_seq, 2);
     // A precondition computed from what B saw before catching up is refused, not retried.
     let stale =
         CatalogRecord::KvExpect { key: "owner".into(), digest: Some(automq_storage::metadata::state::kv_digest("a")) };
     assert_err!(a.submit(vec![stale.clone(), kv("owner", "a again")]).await, Error::PreconditionFailed(_));
-    assert_eq!(a.state().kv["owner"], "b", "A caught up while retrying");
+    assert_eq!(&*a.state().kv["owner"], "b", "A caught up while retrying");
     let fresh = Catalog::open(store, catalog_config(1000), clock).await.unwrap();
-    assert_eq!(fresh.state().kv["owner"], "b");
+    assert_eq!(&*fresh.state().kv["owner"], "b");
     assert_eq!(*fresh.state(), *b.state());
     assert_eq!(fresh.state().applied_seq, 2, "each submission landed once");
 }
@@ -530,7 +530,7 @@ async fn refresh_follows_another_writer_and_recovers_from_fencing(store: SharedS
     // B writes on top of what it follows; A, now behind, is fenced, catches up and goes on.
     assert_eq!(b.submit(vec![kv("x", "b")]).await.unwrap(), 3);
     assert_eq!(a.submit(vec![kv("z", "a")]).await.unwrap(), 4);
-    assert_eq!(a.state().kv["x"], "b");
+    assert_eq!(&*a.state().kv["x"], "b");
     // A snapshots every 3 entries; idle past the lease, B still converges (from the snapshot).
     for i in 0..6 {
         a.submit(vec![kv("n", &i.to_string())]).await.unwrap();

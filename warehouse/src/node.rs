@@ -197,6 +197,16 @@ impl Collector for WarehouseCollector {
         for (name, help, value) in [
             ("warehouse_rows_written", "Rows committed to tables", get(&s.rows_written)),
             ("warehouse_segments_written", "Parquet segments uploaded", get(&s.segments_written)),
+            (
+                "warehouse_segments_inlined",
+                "Segments of fresh rows committed inline in the catalog",
+                get(&s.segments_inlined),
+            ),
+            (
+                "warehouse_inline_flushes",
+                "Compactions that flushed inline segments to an object",
+                get(&s.inline_flushes),
+            ),
             ("warehouse_commits", "Table changes committed to the metadata log", get(&s.commits)),
             ("warehouse_commit_conflicts", "Commits lost to another node (then retried)", get(&s.commit_conflicts)),
             ("warehouse_compactions", "Compactions committed", get(&s.compactions)),
@@ -208,7 +218,14 @@ impl Collector for WarehouseCollector {
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
         let (entries, bytes) = self.0.cache_usage();
+        let (inline_entries, inline_bytes) = self.0.inline_usage();
         for (name, help, value) in [
+            (
+                "warehouse_inline_entries",
+                "Inline segments and delete vectors held in the catalog",
+                inline_entries as i64,
+            ),
+            ("warehouse_inline_bytes", "Catalog bytes held by inline segments and delete vectors", inline_bytes as i64),
             ("warehouse_segment_cache_entries", "Decoded segments held in memory", entries as i64),
             ("warehouse_segment_cache_bytes", "Memory held by decoded segments", bytes as i64),
         ] {

@@ -17,6 +17,8 @@ use rand::{Rng, SeedableRng};
 
 automq_storage::store_tests!(
     primary_key_upserts_and_deletes_match_a_reference,
+    primary_key_reference_with_every_write_an_object,
+    primary_key_reference_with_inline_rows_spilling_to_objects,
     a_second_node_sees_commits_and_both_can_write,
     duplicate_tables_ddl_and_errors,
 );
@@ -32,8 +34,35 @@ fn config() -> WarehouseConfig {
 }
 
 async fn node(store: &SharedStore) -> Arc<Engine> {
-    let warehouse = Warehouse::open(store.clone(), config(), automq_storage::clock::system()).await.unwrap();
+    node_with(store, config()).await
+}
+
+async fn node_with(store: &SharedStore, config: WarehouseConfig) -> Arc<Engine> {
+    let warehouse = Warehouse::open(store.clone(), config, automq_storage::clock::system()).await.unwrap();
     Engine::new(warehouse, "")
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where a test's writes put their rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fresh {
+    /// Inline in the catalog (the default for small writes).
+    Inline,
+    /// Always an object.
+    Objects,
+    /// Inline until the table's inline bytes reach a small cap, then objects.
+    Spill,
+}
+
+fn config_for(fresh: Fresh) -> WarehouseConfig {
+    match fresh {
+        Fresh::Inline => config(),
+        Fresh::Objects => WarehouseConfig { inline_max_bytes: 0, ..config() },
+        Fresh::Spill => WarehouseConfig { inline_table_bytes: 6000, ..config() },
+    }
 }
 
 async fn exec(engine: &Engine, s: &mut Session, sql: &str) -> u64 {
@@ -91,7 +120,19 @@ fn expected(model: &Model) -> Vec<Vec<String>> {
 }
 
 async fn primary_key_upserts_and_deletes_match_a_reference(store: SharedStore) {
-    let engine = node(&store).await;
+    primary_key_reference(store, Fresh::Inline).await
+}
+
+async fn primary_key_reference_with_every_write_an_object(store: SharedStore) {
+    primary_key_reference(store, Fresh::Objects).await
+}
+
+async fn primary_key_reference_with_inline_rows_spilling_to_objects(store: SharedStore) {
+    primary_key_reference(store, Fresh::Spill).await
+}
+
+async fn primary_key_reference(store: SharedStore, fresh: Fresh) {
+    let engine = node_with(&store, config_for(fresh)).await;
     let mut s = root();
     exec(&engine, &mut s, "CREATE DATABASE shop").await;
     let mut s = session("shop");
@@ -156,7 +197,27 @@ async fn primary_key_upserts_and_deletes_match_a_reference(store: SharedStore) {
         vec![vec![probe.to_string()]]
     );
 
+    // The writes went where the configuration says.
+    let stats = &engine.warehouse().stats;
+    let (inlined, uploaded) = (count(&stats.segments_inlined), count(&stats.segments_written));
+    match fresh {
+        Fresh::Inline => assert!(inlined > 20, "{inlined} inline segments"),
+        Fresh::Objects => assert_eq!(inlined, 0),
+        Fresh::Spill => assert!(inlined > 0 && uploaded > 0, "{inlined} inline, {uploaded} uploaded"),
+    }
+    // Unflushed inline rows are acknowledged rows: a node started afresh has them.
+    exec(&engine, &mut s, "INSERT INTO stock VALUES (1000, 'fresh', 1)").await;
+    model.insert(1000, ("fresh".into(), 1));
+    let want = expected(&model);
+    if fresh != Fresh::Objects {
+        assert!(engine.warehouse().inline_usage().0 > 0, "inline rows not flushed yet");
+    }
+    let other = node_with(&store, config_for(fresh)).await;
+    assert_eq!(rows(&other, &mut session("shop"), "SELECT id, name, qty FROM stock ORDER BY id").await, want);
+    drop(other);
+
     exec(&engine, &mut s, "ALTER TABLE stock COMPACT").await;
+    assert_eq!(engine.warehouse().inline_usage(), (0, 0), "a forced compaction flushes every inline segment");
     assert_eq!(rows(&engine, &mut s, "SELECT id, name, qty FROM stock ORDER BY id").await, want, "after compaction");
     engine.warehouse().collect_garbage().await.unwrap();
 
@@ -294,7 +355,8 @@ async fn a_change_computed_before_a_refresh_does_not_overwrite_what_the_refresh_
     use automq_storage::object_store::{Fault, FaultInjector, FaultRule, MemoryStore, Op, Trigger};
     let store: SharedStore = Arc::new(MemoryStore::new());
     let slow = Arc::new(FaultInjector::new(store.clone(), 1));
-    let a = node(&(slow.clone() as SharedStore)).await;
+    // Segments and delete vectors as objects: A's delete uploads before it commits.
+    let a = node_with(&(slow.clone() as SharedStore), config_for(Fresh::Objects)).await;
     let b = node(&store).await;
     let mut sa = root();
     exec(&a, &mut sa, "CREATE DATABASE d").await;
@@ -318,4 +380,76 @@ async fn a_change_computed_before_a_refresh_does_not_overwrite_what_the_refresh_
     assert_eq!(rows(&a, &mut sa, "SELECT k, v FROM t ORDER BY k").await, expected);
     b.warehouse().refresh().await.unwrap();
     assert_eq!(rows(&b, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await, expected);
+}
+
+/// A statement planned before a flush reads the inline rows it planned, though the flush
+/// deleted them from the catalog meanwhile; the flushed table reads the same.
+#[tokio::test]
+async fn a_statement_planned_before_a_flush_still_reads_its_inline_rows() {
+    let store: SharedStore = Arc::new(automq_storage::object_store::MemoryStore::new());
+    let (a, b) = (node(&store).await, node(&store).await);
+    exec(&a, &mut root(), "CREATE DATABASE d").await;
+    let mut s = session("d");
+    exec(&a, &mut s, "CREATE TABLE t (k INT, v VARCHAR(10)) DUPLICATE KEY(k)").await;
+    for i in 0..3 {
+        exec(&a, &mut s, &format!("INSERT INTO t VALUES ({i}, 'v{i}')")).await;
+    }
+    assert_eq!(count(&a.warehouse().stats.segments_written), 0, "small inserts upload nothing");
+    assert_eq!(a.warehouse().inline_usage().0, 3);
+
+    b.warehouse().refresh().await.unwrap();
+    let planned = b.warehouse().table("d", "t").unwrap();
+    assert_eq!(planned.segments.len(), 3);
+    assert!(a.warehouse().compact("d", "t", true).await.unwrap());
+    b.warehouse().refresh().await.unwrap();
+    assert_eq!(b.warehouse().inline_usage(), (0, 0), "the flush deleted the inline rows from the catalog");
+    let old: usize = b
+        .warehouse()
+        .live_rows_of(&planned, &planned.segments)
+        .await
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|batch| batch.num_rows())
+        .sum();
+    assert_eq!(old, 3, "read from the state the statement was planned on");
+    let flushed = b.warehouse().table("d", "t").unwrap();
+    assert_eq!(flushed.segments.len(), 1);
+    assert!(!automq_warehouse::table::is_inline(&flushed.segments[0].key));
+    let expected = [["0", "v0"], ["1", "v1"], ["2", "v2"]];
+    assert_eq!(rows(&b, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await, expected);
+}
+
+/// Background maintenance flushes inline rows once they are large or old enough, and not
+/// before.
+#[tokio::test]
+async fn maintenance_flushes_inline_rows_by_size_and_by_age() {
+    let store: SharedStore = Arc::new(automq_storage::object_store::MemoryStore::new());
+    let patient = WarehouseConfig {
+        inline_flush_bytes: u64::MAX,
+        inline_flush_after: Duration::from_secs(3600),
+        compact_min_segments: 1000,
+        ..config()
+    };
+    let a = node_with(&store, patient.clone()).await;
+    exec(&a, &mut root(), "CREATE DATABASE d").await;
+    let mut s = session("d");
+    exec(&a, &mut s, "CREATE TABLE t (k INT, v VARCHAR(10)) DUPLICATE KEY(k)").await;
+    exec(&a, &mut s, "INSERT INTO t VALUES (1, 'a'), (2, 'b')").await;
+    a.warehouse().maintain_once().await.unwrap();
+    assert_eq!(a.warehouse().inline_usage().0, 1, "young and small: stays inline");
+
+    let by_size = node_with(&store, WarehouseConfig { inline_flush_bytes: 1, ..patient.clone() }).await;
+    by_size.warehouse().maintain_once().await.unwrap();
+    assert_eq!(by_size.warehouse().inline_usage(), (0, 0), "flushed by size");
+    assert_eq!(count(&by_size.warehouse().stats.inline_flushes), 1);
+
+    exec(&a, &mut s, "INSERT INTO t VALUES (3, 'c')").await;
+    let by_age = node_with(&store, WarehouseConfig { inline_flush_after: Duration::ZERO, ..patient }).await;
+    by_age.warehouse().maintain_once().await.unwrap();
+    assert_eq!(by_age.warehouse().inline_usage(), (0, 0), "flushed by age");
+    assert_eq!(
+        rows(&by_age, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await,
+        [["1", "a"], ["2", "b"], ["3", "c"]]
+    );
 }

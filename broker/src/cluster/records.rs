@@ -182,7 +182,10 @@ pub struct ClusterView {
     pub acls: crate::security::acl::Acls,
 }
 
-fn scan<'a>(state: &'a CatalogState, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+fn scan<'a>(
+    state: &'a CatalogState,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a std::sync::Arc<str>)> + 'a {
     state.kv.range(prefix.to_string()..).take_while(move |(k, _)| k.starts_with(prefix))
 }
 
@@ -193,13 +196,13 @@ impl ClusterView {
             let claim: Option<ControllerClaim> = serde_json::from_str(raw).ok();
             view.controller_epoch = claim.as_ref().map_or(0, |c| c.epoch);
             view.controller = claim.filter(|c| !c.resigned);
-            view.raw.insert(CONTROLLER_KEY.to_string(), raw.clone());
+            view.raw.insert(CONTROLLER_KEY.to_string(), raw.to_string());
         }
         for (k, v) in scan(state, BROKER_PREFIX) {
             match serde_json::from_str::<BrokerRecord>(v) {
                 Ok(b) => {
                     view.brokers.insert(b.node_id, b);
-                    view.raw.insert(k.clone(), v.clone());
+                    view.raw.insert(k.clone(), v.to_string());
                 }
                 Err(e) => tracing::error!(key = %k, error = %e, "unreadable broker record"),
             }
@@ -208,7 +211,7 @@ impl ClusterView {
             match serde_json::from_str::<Vec<i32>>(v) {
                 Ok(a) => {
                     view.assignments.insert(k[ASSIGN_PREFIX.len()..].to_string(), a);
-                    view.raw.insert(k.clone(), v.clone());
+                    view.raw.insert(k.clone(), v.to_string());
                 }
                 Err(e) => tracing::error!(key = %k, error = %e, "unreadable assignment record"),
             }
@@ -217,7 +220,7 @@ impl ClusterView {
         // crate::security::credentials).
         for prefix in [crate::link::LINK_PREFIX, crate::security::credentials::PREFIX, crate::security::acl::PREFIX] {
             for (k, v) in scan(state, prefix) {
-                view.raw.insert(k.clone(), v.clone());
+                view.raw.insert(k.clone(), v.to_string());
             }
         }
         view.acls = crate::security::acl::Acls::from_raw(&view.raw);
@@ -225,7 +228,7 @@ impl ClusterView {
             match serde_json::from_str::<TopicMeta>(v) {
                 Ok(t) => {
                     view.topics.insert(t.name.clone(), Arc::new(t));
-                    view.raw.insert(k.clone(), v.clone());
+                    view.raw.insert(k.clone(), v.to_string());
                 }
                 Err(e) => tracing::error!(key = %k, error = %e, "unreadable topic record; skipping it"),
             }

@@ -40,6 +40,9 @@ pub struct CatalogConfig {
     pub snapshot_every: u64,
     /// Entries the writer keeps in memory for followers; one further behind gets the state.
     pub feed_entries: usize,
+    /// ... and at most this many bytes of them (entries can be large: the warehouse commits
+    /// fresh rows inline).
+    pub feed_bytes: usize,
     /// How long a follower keeps retrying a submission the writer cannot be reached for.
     pub forward_timeout: Duration,
 }
@@ -50,6 +53,7 @@ impl Default for CatalogConfig {
             log: MetadataLogConfig::default(),
             snapshot_every: 1000,
             feed_entries: 4096,
+            feed_bytes: 64 << 20,
             forward_timeout: Duration::from_secs(30),
         }
     }
@@ -360,8 +364,11 @@ impl Catalog {
                 {
                     let mut recent = self.recent.lock();
                     recent.push_back((seq, Bytes::from(payload)));
-                    while recent.len() > self.config.feed_entries {
-                        recent.pop_front();
+                    let mut bytes: usize = recent.iter().map(|(_, p)| p.len()).sum();
+                    while recent.len() > 1
+                        && (recent.len() > self.config.feed_entries || bytes > self.config.feed_bytes)
+                    {
+                        bytes -= recent.pop_front().map_or(0, |(_, p)| p.len());
                     }
                 }
                 self.publish(next.clone());

@@ -173,7 +173,9 @@ pub struct CatalogState {
     pub streams: BTreeMap<StreamId, Arc<StreamMeta>>,
     pub objects: BTreeMap<ObjectId, Arc<DataObject>>,
     pub deleting: BTreeMap<ObjectId, Deleting>,
-    pub kv: BTreeMap<String, String>,
+    /// Values are shared: a state is cloned for every commit group, and the warehouse keeps
+    /// fresh rows here (see `automq-warehouse`), so cloning must not copy them.
+    pub kv: BTreeMap<String, Arc<str>>,
     /// The newest submission ids applied, oldest first (see [`CatalogRecord::Submission`]).
     #[serde(default)]
     pub recent_submissions: std::collections::VecDeque<String>,
@@ -484,7 +486,7 @@ impl CatalogState {
                 }
             }
             CatalogRecord::KvPut { key, value } => {
-                self.kv.insert(key.clone(), value.clone());
+                self.kv.insert(key.clone(), Arc::from(value.as_str()));
             }
             CatalogRecord::KvDelete { key } => {
                 self.kv.remove(key);
@@ -687,7 +689,7 @@ mod tests {
         assert!(matches!(st.check(&expect(None)), Err(Error::PreconditionFailed(_))), "the key exists now");
         assert!(matches!(st.check(&expect(Some("v0"))), Err(Error::PreconditionFailed(_))), "wrong value");
         run(&mut st, expect(Some("v1"))).unwrap();
-        assert_eq!(st.kv["t"], "v1", "an expectation changes nothing");
+        assert_eq!(&*st.kv["t"], "v1", "an expectation changes nothing");
         run(&mut st, CatalogRecord::KvDelete { key: "t".into() }).unwrap();
         run(&mut st, expect(None)).unwrap();
     }

@@ -371,6 +371,7 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             read_digest: String::new(),
+            source: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use datafusion::arrow::compute::concat_batches;
 
 use super::namespace::GARBAGE_PREFIX;
 use super::segment::{self, SegmentMeta};
-use super::{bump, segment_objects, Warehouse, WhError, MAX_ATTEMPTS, R};
+use super::{bump, is_inline, segment_objects, Warehouse, WhError, MAX_ATTEMPTS, R};
 
 impl Warehouse {
     /// Merges small segments and rewrites segments with many deleted rows. Returns whether
@@ -20,30 +20,34 @@ impl Warehouse {
         let mut writer = writer.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let meta = self.require_table(db, name)?;
-            let picked: Vec<usize> = meta
-                .segments
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| {
-                    s.rows < self.config.target_segment_rows
-                        || s.deleted as f64 >= s.rows as f64 * self.config.compact_deleted_ratio
-                })
-                .map(|(i, _)| i)
-                .collect();
+            let small = |s: &SegmentMeta| {
+                s.rows < self.config.target_segment_rows
+                    || s.deleted as f64 >= s.rows as f64 * self.config.compact_deleted_ratio
+                    || is_inline(&s.key)
+            };
+            let picked: Vec<usize> =
+                meta.segments.iter().enumerate().filter(|(_, s)| small(s)).map(|(i, _)| i).collect();
             let heavy = picked.iter().any(|&i| {
                 let s = &meta.segments[i];
                 s.deleted > 0 && s.deleted as f64 >= s.rows as f64 * self.config.compact_deleted_ratio
             });
+            // Fresh rows held inline in the catalog are flushed once large or old enough.
+            let oldest_inline = meta.segments.iter().filter(|s| is_inline(&s.key)).map(|s| s.written_ms).min();
+            let flush = oldest_inline.is_some_and(|oldest| {
+                force
+                    || meta.inline_bytes() >= self.config.inline_flush_bytes
+                    || oldest + self.config.inline_flush_after.as_millis() as u64 <= self.clock.now_ms()
+            });
             let enough = picked.len() >= self.config.compact_min_segments || (force && (picked.len() > 1 || heavy));
-            if !(enough || heavy) || picked.is_empty() {
+            if !(enough || heavy || flush) || picked.is_empty() {
                 return Ok(false);
             }
             let started = Instant::now();
             let inputs: Vec<SegmentMeta> = picked.iter().map(|&i| meta.segments[i].clone()).collect();
-            let mut rows: Vec<RecordBatch> = self.live_rows_of(&inputs).await?.into_iter().flatten().collect();
+            let mut rows: Vec<RecordBatch> = self.live_rows_of(&meta, &inputs).await?.into_iter().flatten().collect();
             rows.retain(|b| b.num_rows() > 0);
             let schema = meta.schema();
-            let mut outputs = Vec::new();
+            let (mut outputs, mut output_rows) = (Vec::new(), Vec::new());
             let all = concat_batches(&schema, &rows).map_err(|e| WhError::internal(e.to_string()))?;
             let target = self.config.target_segment_rows as usize;
             let mut offset = 0;
@@ -54,7 +58,8 @@ impl Warehouse {
                     .step_by(segment::BATCH_ROWS)
                     .map(|o| chunk.slice(o, segment::BATCH_ROWS.min(len - o)))
                     .collect();
-                outputs.push(self.upload_segment(&meta, &chunks).await?);
+                outputs.push(self.upload_segment(&meta, &chunks, false).await?);
+                output_rows.push(chunk);
                 offset += len;
             }
             let mut next = (*meta).clone();
@@ -73,9 +78,15 @@ impl Warehouse {
             }
             next.segments = kept;
             if self.commit_table(&mut next, garbage, Vec::new()).await? {
-                // Rows moved: the index is rebuilt on the next write.
-                writer.index.version = 0;
+                // Rows moved: point their keys at the outputs if the index was current, else
+                // it is rebuilt on the next write.
+                let moved = writer.index.version == meta.version
+                    && super::write::repoint(&mut writer.index, &meta, &outputs, &output_rows).is_ok();
+                writer.index.version = if moved { next.version } else { 0 };
                 bump(&self.stats.compactions, 1);
+                if oldest_inline.is_some() {
+                    bump(&self.stats.inline_flushes, 1);
+                }
                 tracing::info!(
                     table = %format!("{db}.{}", meta.name),
                     inputs = inputs.len(),

@@ -13,6 +13,7 @@
 //! merges small segments and drops deleted rows.
 
 pub mod ddl;
+mod inline;
 mod maintenance;
 mod namespace;
 pub mod provider;
@@ -31,11 +32,14 @@ use automq_storage::metadata::catalog::{Catalog, CatalogConfig};
 use automq_storage::metadata::log::MetadataLogConfig;
 use automq_storage::metadata::state::{kv_digest, CatalogRecord};
 use automq_storage::object_store::SharedStore;
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 pub use ddl::{ColumnDef, KeyModel, TableDef};
+pub use inline::is_inline;
+pub use inline::StateRef;
 use segment::{SegmentCache, SegmentMeta};
 use types::SqlType;
 use write::TableWriter;
@@ -111,6 +115,16 @@ pub struct WarehouseConfig {
     pub refresh_interval: Duration,
     /// Background compaction and GC period.
     pub maintenance_interval: Duration,
+    /// A write whose encoded rows (or delete vector) take at most this many bytes commits
+    /// them inline, in its catalog record, instead of uploading an object (0: never).
+    pub inline_max_bytes: usize,
+    /// ... as long as the table's inline segments stay under this many bytes in all.
+    pub inline_table_bytes: u64,
+    /// Compaction flushes a table's inline segments into an object once they hold this many
+    /// bytes...
+    pub inline_flush_bytes: u64,
+    /// ... or the oldest of them is this old.
+    pub inline_flush_after: Duration,
 }
 
 impl Default for WarehouseConfig {
@@ -124,7 +138,11 @@ impl Default for WarehouseConfig {
             compact_deleted_ratio: 0.3,
             gc_grace: Duration::from_secs(600),
             refresh_interval: Duration::from_millis(200),
-            maintenance_interval: Duration::from_secs(5),
+            maintenance_interval: Duration::from_secs(2),
+            inline_max_bytes: 256 << 10,
+            inline_table_bytes: 16 << 20,
+            inline_flush_bytes: 4 << 20,
+            inline_flush_after: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +166,9 @@ pub struct TableMeta {
     /// a change computed from this version commits only if the table is still at it.
     #[serde(skip)]
     pub read_digest: String,
+    /// The catalog state this was read from: where inline segments are read.
+    #[serde(skip)]
+    pub source: StateRef,
 }
 
 impl TableMeta {
@@ -161,6 +182,11 @@ impl TableMeta {
 
     pub fn data_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Bytes of the segments held inline in the catalog (fresh rows not flushed yet).
+    pub fn inline_bytes(&self) -> u64 {
+        self.segments.iter().filter(|s| is_inline(&s.key)).map(|s| s.bytes).sum()
     }
 }
 
@@ -186,6 +212,9 @@ fn random_id() -> String {
 pub struct WarehouseStats {
     pub rows_written: std::sync::atomic::AtomicU64,
     pub segments_written: std::sync::atomic::AtomicU64,
+    /// Segments committed inline in the catalog (fresh rows), and flushes of them to objects.
+    pub segments_inlined: std::sync::atomic::AtomicU64,
+    pub inline_flushes: std::sync::atomic::AtomicU64,
     pub commits: std::sync::atomic::AtomicU64,
     pub commit_conflicts: std::sync::atomic::AtomicU64,
     pub compactions: std::sync::atomic::AtomicU64,
@@ -207,6 +236,8 @@ pub struct Warehouse {
     writers: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TableWriter>>>>,
     cache: SegmentCache,
     dv_cache: parking_lot::Mutex<HashMap<String, Arc<RoaringBitmap>>>,
+    /// Inline payloads written by this node and not committed yet: key -> base64 text.
+    pending_inline: parking_lot::Mutex<HashMap<String, String>>,
     last_refresh: parking_lot::Mutex<Instant>,
     pub stats: WarehouseStats,
 }
@@ -218,6 +249,10 @@ impl std::fmt::Debug for Warehouse {
 }
 
 const MAX_ATTEMPTS: usize = 16;
+/// Delete vectors up to this size are committed inline.
+const INLINE_DV_MAX: usize = 64 << 10;
+/// Decoded delete vectors kept in memory before the cache starts over.
+const DV_CACHE_ENTRIES: usize = 100_000;
 impl Warehouse {
     pub async fn open(store: SharedStore, config: WarehouseConfig, clock: SharedClock) -> R<Arc<Self>> {
         let catalog_config = CatalogConfig {
@@ -234,6 +269,7 @@ impl Warehouse {
             writers: parking_lot::Mutex::new(HashMap::new()),
             cache,
             dv_cache: parking_lot::Mutex::new(HashMap::new()),
+            pending_inline: parking_lot::Mutex::new(HashMap::new()),
             last_refresh: parking_lot::Mutex::new(Instant::now()),
             stats: WarehouseStats::default(),
         }))
@@ -251,6 +287,16 @@ impl Warehouse {
     /// (entries, bytes) in the segment cache.
     pub fn cache_usage(&self) -> (usize, usize) {
         self.cache.usage()
+    }
+
+    /// (entries, bytes) of inline payloads in the catalog: fresh rows not flushed yet.
+    pub fn inline_usage(&self) -> (usize, usize) {
+        let state = self.catalog.state();
+        state
+            .kv
+            .range(inline::INLINE_PREFIX.to_string()..)
+            .take_while(|(k, _)| k.starts_with(inline::INLINE_PREFIX))
+            .fold((0, 0), |(n, bytes), (_, v)| (n + 1, bytes + v.len()))
     }
 
     /// Picks up other nodes' commits if our view is older than the refresh interval.
@@ -314,7 +360,7 @@ impl Warehouse {
 
     /// A value of the catalog's key-value namespace (other layers' records, e.g. routine loads).
     pub fn kv_get(&self, key: &str) -> Option<String> {
-        self.catalog.state().kv.get(key).cloned()
+        self.catalog.state().kv.get(key).map(|v| v.to_string())
     }
 
     /// Every key and value under a prefix.
@@ -324,7 +370,7 @@ impl Warehouse {
             .kv
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.to_string()))
             .collect()
     }
 
@@ -364,14 +410,30 @@ impl Warehouse {
         Err(WhError::Storage("too many conflicting catalog changes; try again".into()))
     }
 
+    /// The bytes behind a segment or delete-vector key: an object, or an inline payload read
+    /// from the catalog state `meta` came from (or this node's uncommitted write).
+    async fn fetch(&self, meta: &TableMeta, key: &str) -> R<Bytes> {
+        if !is_inline(key) {
+            return Ok(self.store.get(key).await?);
+        }
+        let text = meta
+            .source
+            .get(key)
+            .map(str::to_string)
+            .or_else(|| self.pending_inline.lock().get(key).cloned())
+            .or_else(|| self.catalog.state().kv.get(key).map(|v| v.to_string()))
+            .ok_or_else(|| WhError::Storage(format!("inline data {key} is gone: the table changed; try again")))?;
+        inline::decode(key, &text)
+    }
+
     /// A segment's rows as written (deleted ones included), from the cache or the bucket.
-    pub async fn segment_rows(&self, seg: &SegmentMeta) -> R<Arc<Vec<RecordBatch>>> {
+    pub async fn segment_rows(&self, meta: &TableMeta, seg: &SegmentMeta) -> R<Arc<Vec<RecordBatch>>> {
         if let Some(hit) = self.cache.get(&seg.key) {
             bump(&self.stats.cache_hits, 1);
             return Ok(hit);
         }
         bump(&self.stats.cache_misses, 1);
-        let data = self.store.get(&seg.key).await?;
+        let data = self.fetch(meta, &seg.key).await?;
         let key = seg.key.clone();
         let batches = tokio::task::spawn_blocking(move || segment::decode(&key, data))
             .await
@@ -381,55 +443,100 @@ impl Warehouse {
         Ok(batches)
     }
 
-    async fn delete_vector(&self, seg: &SegmentMeta) -> R<Arc<RoaringBitmap>> {
+    async fn delete_vector(&self, meta: &TableMeta, seg: &SegmentMeta) -> R<Arc<RoaringBitmap>> {
         let Some(key) = &seg.dv else { return Ok(Arc::new(RoaringBitmap::new())) };
         if let Some(hit) = self.dv_cache.lock().get(key) {
             return Ok(hit.clone());
         }
-        let data = self.store.get(key).await?;
+        let data = self.fetch(meta, key).await?;
         let dv = Arc::new(segment::decode_dv(key, &data)?);
-        self.dv_cache.lock().insert(key.clone(), dv.clone());
+        self.cache_dv(key, dv.clone());
         Ok(dv)
     }
 
-    /// The live rows of a segment.
-    pub async fn live_rows(&self, seg: &SegmentMeta) -> R<Vec<RecordBatch>> {
-        let rows = self.segment_rows(seg).await?;
+    fn cache_dv(&self, key: &str, dv: Arc<RoaringBitmap>) {
+        let mut cache = self.dv_cache.lock();
+        // Delete vectors are replaced on every change and the old ones are only dropped here
+        // when this node commits or collects them: bound what other nodes' changes leave.
+        if cache.len() >= DV_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.to_string(), dv);
+    }
+
+    /// The live rows of a segment of `meta`.
+    pub async fn live_rows(&self, meta: &TableMeta, seg: &SegmentMeta) -> R<Vec<RecordBatch>> {
+        let rows = self.segment_rows(meta, seg).await?;
         if seg.dv.is_none() {
             return Ok(rows.to_vec());
         }
-        let dv = self.delete_vector(seg).await?;
+        let dv = self.delete_vector(meta, seg).await?;
         segment::live(&rows, &dv)
     }
 
-    /// The live rows of many segments, fetched concurrently, in order.
-    pub async fn live_rows_of(&self, segments: &[SegmentMeta]) -> R<Vec<Vec<RecordBatch>>> {
+    /// The live rows of many segments of `meta`, fetched concurrently, in order.
+    pub async fn live_rows_of(&self, meta: &TableMeta, segments: &[SegmentMeta]) -> R<Vec<Vec<RecordBatch>>> {
         futures::stream::iter(segments.to_vec())
-            .map(|s| async move { self.live_rows(&s).await })
+            .map(|s| async move { self.live_rows(meta, &s).await })
             .buffered(16)
             .try_collect()
             .await
     }
 
-    async fn upload_segment(&self, meta: &TableMeta, batches: &[RecordBatch]) -> R<SegmentMeta> {
+    /// Writes rows as a new segment of `meta`'s table: inline (committed with the change that
+    /// references it, see [`inline`]) if `allow_inline` and small enough, else as an object.
+    async fn upload_segment(&self, meta: &TableMeta, batches: &[RecordBatch], allow_inline: bool) -> R<SegmentMeta> {
         let schema = meta.schema();
         let owned: Vec<RecordBatch> = batches.to_vec();
         let (data, stats, rows) = tokio::task::spawn_blocking(move || segment::encode(&schema, &owned))
             .await
             .map_err(|e| WhError::internal(e.to_string()))??;
-        let key =
-            format!("{}/{}/{:013}-{}.parquet", self.config.data_prefix, meta.id, self.clock.now_ms(), random_id());
         let bytes = data.len() as u64;
-        self.store.put(&key, data).await?;
-        bump(&self.stats.segments_written, 1);
+        let name = format!("{:013}-{}.parquet", self.clock.now_ms(), random_id());
+        let inline = allow_inline
+            && data.len() <= self.config.inline_max_bytes
+            && meta.inline_bytes() + bytes <= self.config.inline_table_bytes;
+        let key = if inline {
+            let key = format!("{}{}/{name}", inline::INLINE_PREFIX, meta.id);
+            self.pending_inline.lock().insert(key.clone(), inline::encode(&data));
+            bump(&self.stats.segments_inlined, 1);
+            key
+        } else {
+            let key = format!("{}/{}/{name}", self.config.data_prefix, meta.id);
+            self.store.put(&key, data).await?;
+            bump(&self.stats.segments_written, 1);
+            key
+        };
         self.cache.insert(&key, Arc::new(batches.to_vec()));
-        Ok(SegmentMeta { key, rows, bytes, deleted: 0, dv: None, stats })
+        Ok(SegmentMeta { key, rows, bytes, deleted: 0, dv: None, stats, written_ms: self.clock.now_ms() })
+    }
+
+    /// Writes a delete vector for a segment of `meta`'s table (inline if small) and returns
+    /// its key.
+    async fn upload_dv(&self, meta: &TableMeta, seg: &SegmentMeta, dv: RoaringBitmap) -> R<String> {
+        let data = segment::encode_dv(&dv)?;
+        let key = if data.len() <= self.config.inline_max_bytes.min(INLINE_DV_MAX) {
+            let key = format!("{}{}/{}.dv", inline::INLINE_PREFIX, meta.id, random_id());
+            self.pending_inline.lock().insert(key.clone(), inline::encode(&data));
+            key
+        } else {
+            let key = format!("{}.{}.dv", seg.key.trim_end_matches(".parquet"), random_id());
+            self.store.put(&key, data).await?;
+            key
+        };
+        self.cache_dv(&key, Arc::new(dv));
+        Ok(key)
     }
 
     /// Deletes objects that were written but never committed.
     async fn discard(&self, keys: &[String]) {
         for key in keys {
             self.cache.remove(key);
+            self.dv_cache.lock().remove(key);
+            if is_inline(key) {
+                self.pending_inline.lock().remove(key);
+                continue;
+            }
             if let Err(e) = self.store.delete(key).await {
                 tracing::warn!(key, error = %e, "could not delete an uncommitted object; it stays as garbage");
             }
@@ -453,10 +560,32 @@ impl Warehouse {
             CatalogRecord::KvExpect { key: key.clone(), digest: Some(next.read_digest.clone()) },
             CatalogRecord::KvPut { key, value },
         ];
+        // Inline payloads of this node's uncommitted writes that the new version references.
+        let inline_keys: Vec<String> =
+            next.segments.iter().flat_map(segment_objects).filter(|k| is_inline(k)).collect();
+        {
+            let pending = self.pending_inline.lock();
+            records.extend(inline_keys.iter().filter_map(|key| {
+                pending.get(key).map(|value| CatalogRecord::KvPut { key: key.clone(), value: value.clone() })
+            }));
+        }
+        let dropped: Vec<String> = garbage.iter().filter(|k| is_inline(k)).cloned().collect();
         records.extend(self.garbage_records(garbage));
         records.extend(extra);
         let (db, name, commit) = (next.database.clone(), next.name.clone(), next.commit.clone());
-        self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await
+        let landed = self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await?;
+        if landed {
+            let mut pending = self.pending_inline.lock();
+            for key in &inline_keys {
+                pending.remove(key);
+            }
+            drop(pending);
+            for key in &dropped {
+                self.cache.remove(key);
+                self.dv_cache.lock().remove(key);
+            }
+        }
+        Ok(landed)
     }
 }
 

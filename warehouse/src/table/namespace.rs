@@ -6,7 +6,7 @@ use automq_storage::metadata::state::{kv_digest, CatalogRecord};
 use serde::{Deserialize, Serialize};
 
 use super::types::SqlType;
-use super::{ddl, random_id, segment_objects, TableDef, TableMeta, Warehouse, WhError, MAX_ATTEMPTS, R};
+use super::{ddl, is_inline, random_id, segment_objects, TableDef, TableMeta, Warehouse, WhError, MAX_ATTEMPTS, R};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DatabaseMeta {
@@ -76,7 +76,11 @@ impl Warehouse {
                 .map(|(_, v)| v)
         })?;
         match serde_json::from_str::<TableMeta>(value) {
-            Ok(meta) => Some(Arc::new(TableMeta { read_digest: kv_digest(value), ..meta })),
+            Ok(meta) => Some(Arc::new(TableMeta {
+                read_digest: kv_digest(value),
+                source: super::StateRef(Some(state.clone())),
+                ..meta
+            })),
             Err(e) => {
                 tracing::error!(db, table = name, error = %e, "unreadable table metadata");
                 None
@@ -101,7 +105,10 @@ impl Warehouse {
                 .map_err(|e| WhError::internal(e.to_string()))?;
             let records =
                 vec![Self::expect(&db_key(db), None), CatalogRecord::KvPut { key: db_key(db), value: value.clone() }];
-            if self.submit(records, |w| w.catalog.state().kv.get(&db_key(db)) == Some(&value)).await? {
+            if self
+                .submit(records, |w| w.catalog.state().kv.get(&db_key(db)).map(|v| &**v) == Some(value.as_str()))
+                .await?
+            {
                 return Ok(true);
             }
         }
@@ -137,10 +144,16 @@ impl Warehouse {
         Err(WhError::Storage("too many conflicting catalog changes; try again".into()))
     }
 
+    /// Records dropping objects no longer referenced: queued for deletion after the grace
+    /// period, or, for inline payloads, deleted from the catalog at once (readers of older
+    /// versions read them from the state they planned against).
     pub(super) fn garbage_records(&self, keys: impl IntoIterator<Item = String>) -> Vec<CatalogRecord> {
         let now = self.clock.now_ms().to_string();
         keys.into_iter()
-            .map(|k| CatalogRecord::KvPut { key: format!("{GARBAGE_PREFIX}{k}"), value: now.clone() })
+            .map(|k| match is_inline(&k) {
+                true => CatalogRecord::KvDelete { key: k },
+                false => CatalogRecord::KvPut { key: format!("{GARBAGE_PREFIX}{k}"), value: now.clone() },
+            })
             .collect()
     }
 
@@ -163,6 +176,7 @@ impl Warehouse {
             created_ms: now,
             updated_ms: now,
             read_digest: String::new(),
+            source: Default::default(),
         };
         let value = serde_json::to_string(&meta).map_err(|e| WhError::internal(e.to_string()))?;
         for _ in 0..MAX_ATTEMPTS {
@@ -174,8 +188,8 @@ impl Warehouse {
             }
             let state = self.catalog.state();
             let records = vec![
-                Self::expect(&db_key(db), state.kv.get(&db_key(db)).map(String::as_str)),
-                Self::expect(&table_key(db, name), state.kv.get(&table_key(db, name)).map(String::as_str)),
+                Self::expect(&db_key(db), state.kv.get(&db_key(db)).map(|v| &**v)),
+                Self::expect(&table_key(db, name), state.kv.get(&table_key(db, name)).map(|v| &**v)),
                 CatalogRecord::KvPut { key: table_key(db, name), value: value.clone() },
             ];
             if self.submit(records, |w| w.table(db, name).is_some_and(|t| t.commit == meta.commit)).await? {

@@ -209,7 +209,7 @@ impl TableProvider for WarehouseTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let segments = self.prune(state, filters);
-        let rows = self.warehouse.live_rows_of(&segments).await.map_err(external)?;
+        let rows = self.warehouse.live_rows_of(&self.meta, &segments).await.map_err(external)?;
         let n = state.config_options().execution.target_partitions.max(1);
         let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
         for (i, batch) in rows.into_iter().flatten().filter(|b| b.num_rows() > 0).enumerate() {

@@ -51,6 +51,13 @@ pub struct SegmentMeta {
     pub dv: Option<String>,
     /// One entry per table column, in column order.
     pub stats: Vec<ColumnStats>,
+    /// When the segment was written (ms; 0 in metadata older than the field).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl SegmentMeta {

@@ -11,8 +11,8 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use roaring::RoaringBitmap;
 
-use super::segment::{self, SegmentMeta};
-use super::{bump, random_id, segment_objects, KeyModel, TableMeta, Warehouse, WhError, MAX_ATTEMPTS, R};
+use super::segment::SegmentMeta;
+use super::{bump, segment_objects, KeyModel, TableMeta, Warehouse, WhError, MAX_ATTEMPTS, R};
 
 /// Primary-key index of one table: key bytes -> (segment ordinal, row).
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ impl Attach<'_> {
                 continue; // the state moved while the check read it
             }
             let mut out: Vec<CatalogRecord> =
-                self.reads.iter().map(|k| Warehouse::expect(k, state.kv.get(k).map(String::as_str))).collect();
+                self.reads.iter().map(|k| Warehouse::expect(k, state.kv.get(k).map(|v| &**v))).collect();
             out.extend(
                 self.records.iter().map(|(key, value)| CatalogRecord::KvPut { key: key.clone(), value: value.clone() }),
             );
@@ -152,8 +152,8 @@ impl Warehouse {
         let started = Instant::now();
         let mut fresh = PkIndex { version: meta.version, ..PkIndex::default() };
         for seg in &meta.segments {
-            let rows = self.segment_rows(seg).await?;
-            let dv = self.delete_vector(seg).await?;
+            let rows = self.segment_rows(meta, seg).await?;
+            let dv = self.delete_vector(meta, seg).await?;
             let ordinal = fresh.ordinal(&seg.key);
             let mut base = 0u32;
             for batch in rows.iter() {
@@ -176,8 +176,8 @@ impl Warehouse {
     async fn matching(&self, meta: &TableMeta, mask: MaskFn<'_>, assign: Option<AssignFn<'_>>) -> R<Plan> {
         let mut plan = Plan::default();
         for (i, seg) in meta.segments.iter().enumerate() {
-            let rows = self.segment_rows(seg).await?;
-            let dv = self.delete_vector(seg).await?;
+            let rows = self.segment_rows(meta, seg).await?;
+            let dv = self.delete_vector(meta, seg).await?;
             let mut base = 0u32;
             for batch in rows.iter() {
                 let m = mask(batch)?;
@@ -211,7 +211,7 @@ impl Warehouse {
     ) -> R<Vec<Box<[u8]>>> {
         let mut out = Vec::new();
         for (&i, marked) in deletes {
-            let rows = self.segment_rows(&meta.segments[i]).await?;
+            let rows = self.segment_rows(meta, &meta.segments[i]).await?;
             let mut base = 0u32;
             for batch in rows.iter() {
                 let n = batch.num_rows() as u32;
@@ -236,17 +236,15 @@ impl Warehouse {
         let (mut written, mut garbage) = (Vec::new(), Vec::new());
         for (&i, add) in deletes {
             let seg = &meta.segments[i];
-            let merged = &*self.delete_vector(seg).await? | add;
+            let merged = &*self.delete_vector(meta, seg).await? | add;
             if merged.len() >= seg.rows {
                 // Nothing left: the segment goes away below, no delete vector needed.
                 next.segments[i].deleted = seg.rows;
                 continue;
             }
-            let key = format!("{}.{}.dv", seg.key.trim_end_matches(".parquet"), random_id());
-            self.store.put(&key, segment::encode_dv(&merged)?).await?;
-            written.push(key.clone());
             next.segments[i].deleted = merged.len();
-            self.dv_cache.lock().insert(key.clone(), Arc::new(merged));
+            let key = self.upload_dv(meta, seg, merged).await?;
+            written.push(key.clone());
             garbage.extend(next.segments[i].dv.replace(key));
         }
         next.segments.retain(|s| {
@@ -291,7 +289,7 @@ impl Warehouse {
         if let Some(batches) = to_insert {
             let rows = prepare_insert(&first, batches)?;
             if !rows.is_empty() {
-                let seg = self.upload_segment(&first, &rows).await?;
+                let seg = self.upload_segment(&first, &rows, true).await?;
                 inserted = Some((rows, seg));
             } else if matches!(write, Write::Insert(_)) && attach.is_none() {
                 return Ok(0);
@@ -390,7 +388,7 @@ impl Warehouse {
                 (_, _) if plan.new_rows.is_empty() => None,
                 (Write::Insert(_), Some((_, seg))) => Some(seg.clone()),
                 _ => {
-                    let seg = self.upload_segment(&meta, &plan.new_rows).await?;
+                    let seg = self.upload_segment(&meta, &plan.new_rows, true).await?;
                     written.push(seg.key.clone());
                     Some(seg)
                 }
@@ -425,6 +423,27 @@ impl Warehouse {
         }
         Err(WhError::Storage("too many conflicting changes to this table; try again".into()))
     }
+}
+
+/// Points the keys of compaction's output rows at their new places (each output holds the live
+/// rows of its inputs, so every key that lived in an input lives in exactly one output).
+pub(super) fn repoint(index: &mut PkIndex, meta: &TableMeta, outputs: &[SegmentMeta], rows: &[RecordBatch]) -> R<()> {
+    if meta.def.model != KeyModel::Primary {
+        return Ok(());
+    }
+    let keys = KeyEncoder::new(meta)?;
+    // Ordinals of segments no longer in the table stay behind; start over once they dominate.
+    if index.segments.len() > 4 * (meta.segments.len() + outputs.len()) + 64 {
+        return Err(WhError::internal("index segment list outgrown; rebuild"));
+    }
+    for (seg, batch) in outputs.iter().zip(rows) {
+        let ord = index.ordinal(&seg.key);
+        let encoded = keys.keys(batch)?;
+        for i in 0..batch.num_rows() {
+            index.rows.insert(encoded.row(i).data().into(), (ord, i as u32));
+        }
+    }
+    Ok(())
 }
 
 /// Checks rows to insert (schema, NOT NULL) and, for primary-key tables, keeps the last row
