@@ -61,6 +61,17 @@ pub struct QueryNodeConfig {
     /// Memory for decoded hot segments, in MiB.
     #[arg(long, env = "AUTOMQ_QUERY_CACHE_MB", default_value_t = 2048)]
     pub cache_mb: usize,
+    /// Local disk for segment objects read from a remote object store, in MiB (0: none).
+    /// Unused when the object store is the data directory itself.
+    #[arg(long, env = "AUTOMQ_QUERY_DISK_CACHE_MB", default_value_t = 2048)]
+    pub disk_cache_mb: u64,
+    /// Where the disk cache lives (default: `segment-cache` under the data directory).
+    #[arg(long, env = "AUTOMQ_QUERY_DISK_CACHE_DIR")]
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Writes whose encoded rows take at most this many KiB commit them inline in the catalog
+    /// (one object-store write), flushed into Parquet objects by compaction (0: never inline).
+    #[arg(long, env = "AUTOMQ_QUERY_INLINE_MAX_KB", default_value_t = 256)]
+    pub inline_max_kb: usize,
     /// `kafka_broker_list` of routine loads created without one (host:port,...), e.g. the
     /// bootstrap address of the cluster the warehouse reads from.
     #[arg(long, env = "AUTOMQ_DEFAULT_KAFKA_BROKERS", default_value = "")]
@@ -212,14 +223,22 @@ impl Collector for WarehouseCollector {
             ("warehouse_compactions", "Compactions committed", get(&s.compactions)),
             ("warehouse_objects_deleted", "Unreferenced objects deleted", get(&s.objects_deleted)),
             ("warehouse_segment_cache_hits", "Segment reads served from memory", get(&s.cache_hits)),
-            ("warehouse_segment_cache_misses", "Segment reads that went to the object store", get(&s.cache_misses)),
+            ("warehouse_segment_cache_misses", "Segment reads not served from memory", get(&s.cache_misses)),
+            (
+                "warehouse_segment_disk_cache_hits",
+                "Segment reads served by the local disk cache",
+                get(&s.disk_cache_hits),
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
         let (entries, bytes) = self.0.cache_usage();
         let (inline_entries, inline_bytes) = self.0.inline_usage();
+        let disk = self.0.disk_cache_usage().unwrap_or_default();
         for (name, help, value) in [
+            ("warehouse_segment_disk_cache_entries", "Objects held in the local disk cache", disk.entries as i64),
+            ("warehouse_segment_disk_cache_bytes", "Bytes held in the local disk cache", disk.bytes as i64),
             (
                 "warehouse_inline_entries",
                 "Inline segments and delete vectors held in the catalog",
@@ -281,7 +300,17 @@ impl RunningQueryNode {
         let store = object_store::open(&url, &StoreOptions::default(), Some(&mut root))
             .await
             .map_err(|e| anyhow::anyhow!("cannot open object store {url}: {e}"))?;
-        let warehouse_config = WarehouseConfig { cache_bytes: config.cache_mb << 20, ..WarehouseConfig::default() };
+        let disk_cache_dir = match &config.object_store {
+            Some(_) => Some(config.disk_cache_dir.clone().unwrap_or_else(|| config.data_dir.join("segment-cache"))),
+            None => None,
+        };
+        let warehouse_config = WarehouseConfig {
+            cache_bytes: config.cache_mb << 20,
+            disk_cache_dir,
+            disk_cache_bytes: config.disk_cache_mb << 20,
+            inline_max_bytes: config.inline_max_kb << 10,
+            ..WarehouseConfig::default()
+        };
         let warehouse = Warehouse::open(store, warehouse_config, automq_storage::clock::system())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the warehouse catalog: {e}"))?;

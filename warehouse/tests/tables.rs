@@ -453,3 +453,52 @@ async fn maintenance_flushes_inline_rows_by_size_and_by_age() {
         [["1", "a"], ["2", "b"], ["3", "c"]]
     );
 }
+
+/// Segment objects read from the bucket land in the local disk cache; a node restarted on the
+/// same directory serves them from there, and a damaged cached copy is read again from the
+/// bucket instead of failing the query.
+#[tokio::test]
+async fn a_restarted_node_reads_segments_from_its_disk_cache_and_survives_damaged_copies() {
+    let store: SharedStore = Arc::new(automq_storage::object_store::MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let cached = || WarehouseConfig {
+        disk_cache_dir: Some(dir.path().to_path_buf()),
+        disk_cache_bytes: 64 << 20,
+        ..config_for(Fresh::Objects)
+    };
+    let a = node_with(&store, cached()).await;
+    exec(&a, &mut root(), "CREATE DATABASE d").await;
+    let mut s = session("d");
+    exec(&a, &mut s, "CREATE TABLE t (k INT, v VARCHAR(10)) DUPLICATE KEY(k)").await;
+    for i in 0..4 {
+        exec(&a, &mut s, &format!("INSERT INTO t VALUES ({i}, 'v{i}'), ({}, 'x')", 10 + i)).await;
+    }
+    exec(&a, &mut s, "DELETE FROM t WHERE k >= 10").await;
+    assert_eq!(
+        a.warehouse().disk_cache_usage().unwrap().entries,
+        8,
+        "uploads (4 segments, 4 delete vectors) are cached as written"
+    );
+    drop(a);
+
+    let expected = [["0", "v0"], ["1", "v1"], ["2", "v2"], ["3", "v3"]];
+    let b = node_with(&store, cached()).await;
+    assert_eq!(rows(&b, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await, expected);
+    assert_eq!(count(&b.warehouse().stats.disk_cache_hits), 8, "served from the disk cache after a restart");
+    drop(b);
+
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let c = node_with(&store, cached()).await;
+    assert_eq!(rows(&c, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await, expected, "damaged copies");
+    let d = node_with(&store, cached()).await;
+    assert_eq!(rows(&d, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await, expected);
+    assert_eq!(count(&d.warehouse().stats.disk_cache_hits), 8, "the damaged copies were replaced");
+    assert_eq!(count(&c.warehouse().stats.disk_cache_hits), 0, "a damaged copy is not a hit");
+}

@@ -124,6 +124,9 @@ impl Warehouse {
             self.store.delete(key).await?;
             self.cache.remove(key);
             self.dv_cache.lock().remove(key);
+            if let Some(disk) = &self.disk {
+                disk.remove(key);
+            }
         }
         let records = due.iter().map(|k| CatalogRecord::KvDelete { key: format!("{GARBAGE_PREFIX}{k}") }).collect();
         // Deleting twice is harmless; a lost race only means another node did it.

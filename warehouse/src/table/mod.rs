@@ -13,6 +13,7 @@
 //! merges small segments and drops deleted rows.
 
 pub mod ddl;
+mod disk_cache;
 mod inline;
 mod maintenance;
 mod namespace;
@@ -38,6 +39,8 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 pub use ddl::{ColumnDef, KeyModel, TableDef};
+use disk_cache::DiskCache;
+pub use disk_cache::DiskCacheUsage;
 pub use inline::is_inline;
 pub use inline::StateRef;
 use segment::{SegmentCache, SegmentMeta};
@@ -102,6 +105,11 @@ pub struct WarehouseConfig {
     pub data_prefix: String,
     /// Memory for decoded segments (the hot-segment cache).
     pub cache_bytes: usize,
+    /// A local directory caching segment objects under the memory cache (none: no disk tier;
+    /// pointless when the object store is itself a local directory).
+    pub disk_cache_dir: Option<std::path::PathBuf>,
+    /// ... holding at most this many bytes.
+    pub disk_cache_bytes: u64,
     /// Compaction merges a table's segments smaller than this many rows...
     pub target_segment_rows: u64,
     /// ... once it has at least this many of them.
@@ -133,6 +141,8 @@ impl Default for WarehouseConfig {
             meta_prefix: "warehouse/meta".into(),
             data_prefix: "warehouse/data".into(),
             cache_bytes: 2 << 30,
+            disk_cache_dir: None,
+            disk_cache_bytes: 2 << 30,
             target_segment_rows: 1 << 20,
             compact_min_segments: 8,
             compact_deleted_ratio: 0.3,
@@ -221,6 +231,8 @@ pub struct WarehouseStats {
     pub objects_deleted: std::sync::atomic::AtomicU64,
     pub cache_hits: std::sync::atomic::AtomicU64,
     pub cache_misses: std::sync::atomic::AtomicU64,
+    /// Memory-cache misses served by the local disk cache.
+    pub disk_cache_hits: std::sync::atomic::AtomicU64,
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64, n: u64) {
@@ -235,6 +247,7 @@ pub struct Warehouse {
     clock: SharedClock,
     writers: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TableWriter>>>>,
     cache: SegmentCache,
+    disk: Option<DiskCache>,
     dv_cache: parking_lot::Mutex<HashMap<String, Arc<RoaringBitmap>>>,
     /// Inline payloads written by this node and not committed yet: key -> base64 text.
     pending_inline: parking_lot::Mutex<HashMap<String, String>>,
@@ -261,6 +274,13 @@ impl Warehouse {
         };
         let catalog = Catalog::open(store.clone(), catalog_config, clock.clone()).await?;
         let cache = SegmentCache::new(config.cache_bytes);
+        let disk = match &config.disk_cache_dir {
+            Some(dir) if config.disk_cache_bytes > 0 => Some(
+                DiskCache::open(dir, config.disk_cache_bytes)
+                    .map_err(|e| WhError::Storage(format!("segment disk cache {}: {e}", dir.display())))?,
+            ),
+            _ => None,
+        };
         Ok(Arc::new(Warehouse {
             store,
             catalog,
@@ -268,6 +288,7 @@ impl Warehouse {
             clock,
             writers: parking_lot::Mutex::new(HashMap::new()),
             cache,
+            disk,
             dv_cache: parking_lot::Mutex::new(HashMap::new()),
             pending_inline: parking_lot::Mutex::new(HashMap::new()),
             last_refresh: parking_lot::Mutex::new(Instant::now()),
@@ -287,6 +308,11 @@ impl Warehouse {
     /// (entries, bytes) in the segment cache.
     pub fn cache_usage(&self) -> (usize, usize) {
         self.cache.usage()
+    }
+
+    /// What the local disk cache holds (none without one).
+    pub fn disk_cache_usage(&self) -> Option<DiskCacheUsage> {
+        self.disk.as_ref().map(DiskCache::usage)
     }
 
     /// (entries, bytes) of inline payloads in the catalog: fresh rows not flushed yet.
@@ -410,11 +436,18 @@ impl Warehouse {
         Err(WhError::Storage("too many conflicting catalog changes; try again".into()))
     }
 
-    /// The bytes behind a segment or delete-vector key: an object, or an inline payload read
-    /// from the catalog state `meta` came from (or this node's uncommitted write).
-    async fn fetch(&self, meta: &TableMeta, key: &str) -> R<Bytes> {
+    /// The bytes behind a segment or delete-vector key, and whether they came from the disk
+    /// cache: an object, or an inline payload read from the catalog state `meta` came from
+    /// (or this node's uncommitted write).
+    async fn fetch(&self, meta: &TableMeta, key: &str) -> R<(Bytes, bool)> {
         if !is_inline(key) {
-            return Ok(self.store.get(key).await?);
+            if let Some(data) = match &self.disk {
+                Some(disk) => disk.get(key).await,
+                None => None,
+            } {
+                return Ok((data, true));
+            }
+            return Ok((self.fetch_object(key).await?, false));
         }
         let text = meta
             .source
@@ -423,22 +456,61 @@ impl Warehouse {
             .or_else(|| self.pending_inline.lock().get(key).cloned())
             .or_else(|| self.catalog.state().kv.get(key).map(|v| v.to_string()))
             .ok_or_else(|| WhError::Storage(format!("inline data {key} is gone: the table changed; try again")))?;
-        inline::decode(key, &text)
+        Ok((inline::decode(key, &text)?, false))
     }
 
-    /// A segment's rows as written (deleted ones included), from the cache or the bucket.
+    /// An object from the bucket, kept in the disk cache.
+    async fn fetch_object(&self, key: &str) -> R<Bytes> {
+        let data = self.store.get(key).await?;
+        if let Some(disk) = &self.disk {
+            disk.put(key, &data).await;
+        }
+        Ok(data)
+    }
+
+    /// Decodes what [`Self::fetch`] returned; a copy from the disk cache that does not decode is
+    /// dropped and read again from the bucket.
+    async fn decoded<T: Send + 'static>(
+        &self,
+        key: &str,
+        (data, cached): (Bytes, bool),
+        decode: fn(&str, Bytes) -> R<T>,
+    ) -> R<T> {
+        let run = |data: Bytes| {
+            let key = key.to_string();
+            async move {
+                tokio::task::spawn_blocking(move || decode(&key, data))
+                    .await
+                    .map_err(|e| WhError::internal(e.to_string()))?
+            }
+        };
+        match run(data).await {
+            Err(e) if cached => {
+                tracing::warn!(key, error = %e, "damaged copy in the segment disk cache; reading the object store");
+                if let Some(disk) = &self.disk {
+                    disk.remove(key);
+                }
+                run(self.fetch_object(key).await?).await
+            }
+            Ok(value) => {
+                if cached {
+                    bump(&self.stats.disk_cache_hits, 1);
+                }
+                Ok(value)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A segment's rows as written (deleted ones included), from the caches or the bucket.
     pub async fn segment_rows(&self, meta: &TableMeta, seg: &SegmentMeta) -> R<Arc<Vec<RecordBatch>>> {
         if let Some(hit) = self.cache.get(&seg.key) {
             bump(&self.stats.cache_hits, 1);
             return Ok(hit);
         }
         bump(&self.stats.cache_misses, 1);
-        let data = self.fetch(meta, &seg.key).await?;
-        let key = seg.key.clone();
-        let batches = tokio::task::spawn_blocking(move || segment::decode(&key, data))
-            .await
-            .map_err(|e| WhError::internal(e.to_string()))??;
-        let batches = Arc::new(batches);
+        let fetched = self.fetch(meta, &seg.key).await?;
+        let batches = Arc::new(self.decoded(&seg.key, fetched, segment::decode).await?);
         self.cache.insert(&seg.key, batches.clone());
         Ok(batches)
     }
@@ -448,8 +520,8 @@ impl Warehouse {
         if let Some(hit) = self.dv_cache.lock().get(key) {
             return Ok(hit.clone());
         }
-        let data = self.fetch(meta, key).await?;
-        let dv = Arc::new(segment::decode_dv(key, &data)?);
+        let fetched = self.fetch(meta, key).await?;
+        let dv = Arc::new(self.decoded(key, fetched, |key, data| segment::decode_dv(key, &data)).await?);
         self.cache_dv(key, dv.clone());
         Ok(dv)
     }
@@ -503,7 +575,10 @@ impl Warehouse {
             key
         } else {
             let key = format!("{}/{}/{name}", self.config.data_prefix, meta.id);
-            self.store.put(&key, data).await?;
+            self.store.put(&key, data.clone()).await?;
+            if let Some(disk) = &self.disk {
+                disk.put(&key, &data).await;
+            }
             bump(&self.stats.segments_written, 1);
             key
         };
@@ -521,7 +596,10 @@ impl Warehouse {
             key
         } else {
             let key = format!("{}.{}.dv", seg.key.trim_end_matches(".parquet"), random_id());
-            self.store.put(&key, data).await?;
+            self.store.put(&key, data.clone()).await?;
+            if let Some(disk) = &self.disk {
+                disk.put(&key, &data).await;
+            }
             key
         };
         self.cache_dv(&key, Arc::new(dv));
@@ -536,6 +614,9 @@ impl Warehouse {
             if is_inline(key) {
                 self.pending_inline.lock().remove(key);
                 continue;
+            }
+            if let Some(disk) = &self.disk {
+                disk.remove(key);
             }
             if let Err(e) = self.store.delete(key).await {
                 tracing::warn!(key, error = %e, "could not delete an uncommitted object; it stays as garbage");
