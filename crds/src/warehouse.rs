@@ -54,6 +54,11 @@ pub struct AnalyticsWarehouseSpec {
     /// `resources.requests.memory`). Default: 2Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<Quantity>,
+    /// Local disk each query node keeps for segment objects read from the bucket, e.g. `20Gi`;
+    /// it lives in the pod's data volume (count it in `resources.requests.ephemeral-storage`).
+    /// `0` turns it off. Default: the query node's own (2Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_cache_size: Option<Quantity>,
     /// The AutoMQCluster routine loads read from by default (its bootstrap servers become the
     /// default `kafka_broker_list`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -205,6 +205,16 @@ async fn scale_and_spec_changes_reach_the_statefulset() {
     let sts = world.api.get(STS).unwrap();
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/automq-rs/automq-query-node:0.2.0");
     assert_eq!(condition(&world.api.get(WAREHOUSE).unwrap(), "Ready")["reason"], "RollingUpdate");
+
+    // The disk cache size reaches the query nodes' settings (absent until set).
+    assert!(world.api.get(CM).unwrap()["data"].get("AUTOMQ_QUERY_DISK_CACHE_MB").is_none());
+    world.edit_spec(|spec| spec["diskCacheSize"] = json!("20Gi"));
+    let (_, lines) = world.pass().await;
+    assert!(lines.contains(&patch(CM)), "{lines:?}");
+    assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_QUERY_DISK_CACHE_MB"], "20480");
+    world.edit_spec(|spec| spec["diskCacheSize"] = json!("0"));
+    world.pass().await.0.unwrap();
+    assert_eq!(world.api.get(CM).unwrap()["data"]["AUTOMQ_QUERY_DISK_CACHE_MB"], "0", "0 turns it off");
 }
 
 #[tokio::test]
@@ -278,4 +288,14 @@ async fn a_failing_child_and_an_invalid_spec_are_reported_as_degraded() {
     let degraded = condition(&world.api.get(WAREHOUSE).unwrap(), "Degraded");
     assert_eq!(degraded["reason"], "InvalidSpec");
     assert!(degraded["message"].as_str().unwrap().contains("\"mysql-listen\" cannot be set"), "{degraded}");
+
+    world.edit_spec(|spec| {
+        spec["config"] = json!({});
+        spec["diskCacheSize"] = json!("-1Gi");
+    });
+    let (result, _) = world.pass().await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let degraded = condition(&world.api.get(WAREHOUSE).unwrap(), "Degraded");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(degraded["message"].as_str().unwrap().contains("diskCacheSize"), "{degraded}");
 }

@@ -81,6 +81,12 @@ pub fn config_map(w: &AnalyticsWarehouse, kafka_bootstrap: Option<String>) -> Re
         .ok_or_else(|| format!("cacheSize {:?} is not a positive quantity", cache.0))?;
     let cache_mb = (cache_bytes / (1024.0 * 1024.0)).max(1.0) as u64;
     data.insert("AUTOMQ_QUERY_CACHE_MB".into(), cache_mb.to_string());
+    if let Some(disk) = &spec.disk_cache_size {
+        let bytes = quantity_bytes(disk)
+            .filter(|b| *b >= 0.0)
+            .ok_or_else(|| format!("diskCacheSize {:?} is not a quantity of at least 0", disk.0))?;
+        data.insert("AUTOMQ_QUERY_DISK_CACHE_MB".into(), ((bytes / (1024.0 * 1024.0)) as u64).to_string());
+    }
     data.insert("AUTOMQ_OBJECT_STORE".into(), spec.object_storage.url());
     data.insert("AUTOMQ_DATA_DIR".into(), DATA_DIR.into());
     data.insert("AUTOMQ_MYSQL_LISTEN".into(), format!("0.0.0.0:{}", spec.mysql_port()));
