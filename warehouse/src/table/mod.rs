@@ -18,6 +18,7 @@ mod inline;
 mod maintenance;
 mod namespace;
 pub mod provider;
+mod scan;
 pub mod segment;
 pub mod types;
 mod write;

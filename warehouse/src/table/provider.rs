@@ -219,7 +219,7 @@ impl TableProvider for WarehouseTable {
         if partitions.is_empty() {
             partitions.push(Vec::new());
         }
-        Ok(MemorySourceConfig::try_new_exec(&partitions, self.schema.clone(), projection.cloned())?)
+        super::scan::TableSource::exec(&partitions, self.schema.clone(), projection.cloned())
     }
 
     async fn insert_into(
