@@ -42,6 +42,12 @@ impl Warehouse {
             if !(enough || heavy || flush) || picked.is_empty() {
                 return Ok(false);
             }
+            // A flush alone writes only the fresh rows (merging them with every other small
+            // segment each time would rewrite those again and again during a bulk load).
+            let picked: Vec<usize> = match enough || heavy {
+                true => picked,
+                false => picked.into_iter().filter(|&i| is_inline(&meta.segments[i].key)).collect(),
+            };
             let started = Instant::now();
             let inputs: Vec<SegmentMeta> = picked.iter().map(|&i| meta.segments[i].clone()).collect();
             let mut rows: Vec<RecordBatch> = self.live_rows_of(&meta, &inputs).await?.into_iter().flatten().collect();

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray};
-use datafusion::arrow::compute::{and, filter_record_batch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, Statistics};
@@ -53,27 +53,28 @@ impl TableSource {
 }
 
 /// Keeps the rows of `batch` every filter holds for (a filter that is NULL drops the row).
+/// Filters run in the order they were pushed, each on what the previous ones kept: the static
+/// ones (cheap, often selective) come first, the joins' dynamic ones (a hash lookup per row)
+/// after them.
 fn apply(
-    batch: datafusion::arrow::record_batch::RecordBatch,
+    mut batch: datafusion::arrow::record_batch::RecordBatch,
     filters: &[Arc<dyn PhysicalExpr>],
 ) -> Result<datafusion::arrow::record_batch::RecordBatch> {
-    let mut mask: Option<BooleanArray> = None;
     for filter in filters {
+        if batch.num_rows() == 0 {
+            break;
+        }
         let value = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let Some(m) = value.as_any().downcast_ref::<BooleanArray>() else {
+        let Some(mask) = value.as_any().downcast_ref::<BooleanArray>() else {
             return Err(datafusion::error::DataFusionError::Internal(format!(
                 "pushed-down filter {filter} is not boolean"
             )));
         };
-        mask = Some(match mask {
-            None => m.clone(),
-            Some(prev) => and(&prev, m)?,
-        });
+        if mask.true_count() < batch.num_rows() {
+            batch = filter_record_batch(&batch, mask)?;
+        }
     }
-    match mask {
-        Some(m) if m.true_count() < batch.num_rows() || m.null_count() > 0 => Ok(filter_record_batch(&batch, &m)?),
-        _ => Ok(batch),
-    }
+    Ok(batch)
 }
 
 impl DataSource for TableSource {
