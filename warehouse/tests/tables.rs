@@ -428,6 +428,7 @@ async fn maintenance_flushes_inline_rows_by_size_and_by_age() {
     let patient = WarehouseConfig {
         inline_flush_bytes: u64::MAX,
         inline_flush_after: Duration::from_secs(3600),
+        inline_flush_segments: usize::MAX,
         compact_min_segments: 1000,
         ..config()
     };
@@ -445,12 +446,20 @@ async fn maintenance_flushes_inline_rows_by_size_and_by_age() {
     assert_eq!(count(&by_size.warehouse().stats.inline_flushes), 1);
 
     exec(&a, &mut s, "INSERT INTO t VALUES (3, 'c')").await;
+    exec(&a, &mut s, "INSERT INTO t VALUES (4, 'd')").await;
+    a.warehouse().maintain_once().await.unwrap();
+    assert_eq!(a.warehouse().inline_usage().0, 2);
+    let by_count = node_with(&store, WarehouseConfig { inline_flush_segments: 2, ..patient.clone() }).await;
+    by_count.warehouse().maintain_once().await.unwrap();
+    assert_eq!(by_count.warehouse().inline_usage(), (0, 0), "flushed by count");
+
+    exec(&a, &mut s, "INSERT INTO t VALUES (5, 'e')").await;
     let by_age = node_with(&store, WarehouseConfig { inline_flush_after: Duration::ZERO, ..patient }).await;
     by_age.warehouse().maintain_once().await.unwrap();
     assert_eq!(by_age.warehouse().inline_usage(), (0, 0), "flushed by age");
     assert_eq!(
         rows(&by_age, &mut session("d"), "SELECT k, v FROM t ORDER BY k").await,
-        [["1", "a"], ["2", "b"], ["3", "c"]]
+        [["1", "a"], ["2", "b"], ["3", "c"], ["4", "d"], ["5", "e"]]
     );
 }
 

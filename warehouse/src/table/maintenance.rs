@@ -36,6 +36,7 @@ impl Warehouse {
             let flush = oldest_inline.is_some_and(|oldest| {
                 force
                     || meta.inline_bytes() >= self.config.inline_flush_bytes
+                    || meta.inline_segments() >= self.config.inline_flush_segments
                     || oldest + self.config.inline_flush_after.as_millis() as u64 <= self.clock.now_ms()
             });
             let enough = picked.len() >= self.config.compact_min_segments || (force && (picked.len() > 1 || heavy));
@@ -159,9 +160,14 @@ impl Warehouse {
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let interval = self.config.maintenance_interval;
+        let wake = self.maintenance_wake.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                // Every interval, or at once when a write left a table with many inline segments.
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = wake.notified() => {}
+                }
                 let Some(w) = weak.upgrade() else { return };
                 if let Err(e) = w.maintain_once().await {
                     tracing::warn!(error = %e, "warehouse maintenance failed; will retry");

@@ -132,8 +132,10 @@ pub struct WarehouseConfig {
     /// Compaction flushes a table's inline segments into an object once they hold this many
     /// bytes...
     pub inline_flush_bytes: u64,
-    /// ... or the oldest of them is this old.
+    /// ... or the oldest of them is this old, or there are this many of them (every commit
+    /// rewrites the table's segment list: it must stay short).
     pub inline_flush_after: Duration,
+    pub inline_flush_segments: usize,
 }
 
 impl Default for WarehouseConfig {
@@ -154,6 +156,7 @@ impl Default for WarehouseConfig {
             inline_table_bytes: 16 << 20,
             inline_flush_bytes: 4 << 20,
             inline_flush_after: Duration::from_secs(10),
+            inline_flush_segments: 32,
         }
     }
 }
@@ -193,6 +196,11 @@ impl TableMeta {
 
     pub fn data_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// How many of its segments are held inline in the catalog.
+    pub fn inline_segments(&self) -> usize {
+        self.segments.iter().filter(|s| is_inline(&s.key)).count()
     }
 
     /// Bytes of the segments held inline in the catalog (fresh rows not flushed yet).
@@ -252,6 +260,8 @@ pub struct Warehouse {
     dv_cache: parking_lot::Mutex<HashMap<String, Arc<RoaringBitmap>>>,
     /// Inline payloads written by this node and not committed yet: key -> base64 text.
     pending_inline: parking_lot::Mutex<HashMap<String, String>>,
+    /// Wakes background maintenance before its interval (a table needs a flush).
+    maintenance_wake: Arc<tokio::sync::Notify>,
     last_refresh: parking_lot::Mutex<Instant>,
     pub stats: WarehouseStats,
 }
@@ -292,6 +302,7 @@ impl Warehouse {
             disk,
             dv_cache: parking_lot::Mutex::new(HashMap::new()),
             pending_inline: parking_lot::Mutex::new(HashMap::new()),
+            maintenance_wake: Arc::new(tokio::sync::Notify::new()),
             last_refresh: parking_lot::Mutex::new(Instant::now()),
             stats: WarehouseStats::default(),
         }))
@@ -656,6 +667,9 @@ impl Warehouse {
         records.extend(extra);
         let (db, name, commit) = (next.database.clone(), next.name.clone(), next.commit.clone());
         let landed = self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await?;
+        if landed && next.inline_segments() >= self.config.inline_flush_segments {
+            self.maintenance_wake.notify_one();
+        }
         if landed {
             let mut pending = self.pending_inline.lock();
             for key in &inline_keys {
