@@ -132,9 +132,11 @@ pub struct WarehouseConfig {
     /// Compaction flushes a table's inline segments into an object once they hold this many
     /// bytes...
     pub inline_flush_bytes: u64,
-    /// ... or the oldest of them is this old, or there are this many of them (every commit
-    /// rewrites the table's segment list: it must stay short).
+    /// ... or the oldest of them is this old.
     pub inline_flush_after: Duration,
+    /// ... or there are this many of them; a write leaving a table with this many small
+    /// segments (inline or not) wakes compaction at once (every commit rewrites the table's
+    /// segment list: it must stay short).
     pub inline_flush_segments: usize,
 }
 
@@ -667,7 +669,10 @@ impl Warehouse {
         records.extend(extra);
         let (db, name, commit) = (next.database.clone(), next.name.clone(), next.commit.clone());
         let landed = self.submit(records, |w| w.table(&db, &name).is_some_and(|t| t.commit == commit)).await?;
-        if landed && next.inline_segments() >= self.config.inline_flush_segments {
+        // Many small segments (inline or not) make every commit and scan heavier: compact
+        // now rather than at the next interval.
+        let small = next.segments.iter().filter(|s| is_inline(&s.key) || s.rows < self.config.target_segment_rows);
+        if landed && small.count() >= self.config.inline_flush_segments {
             self.maintenance_wake.notify_one();
         }
         if landed {
