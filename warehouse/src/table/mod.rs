@@ -252,11 +252,16 @@ fn bump(counter: &std::sync::atomic::AtomicU64, n: u64) {
 
 /// The tables of a query node.
 pub struct Warehouse {
+    /// This warehouse, for work that must outlive the statement that started it.
+    me: std::sync::Weak<Warehouse>,
     store: SharedStore,
     catalog: Arc<Catalog>,
     config: WarehouseConfig,
     clock: SharedClock,
     writers: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TableWriter>>>>,
+    /// Plain INSERTs waiting for their table's writer, by table id: whoever gets the writer
+    /// commits all of them at once (see [`Warehouse::write_attached`]).
+    insert_queue: parking_lot::Mutex<HashMap<String, Vec<write::QueuedInsert>>>,
     cache: SegmentCache,
     disk: Option<DiskCache>,
     dv_cache: parking_lot::Mutex<HashMap<String, Arc<RoaringBitmap>>>,
@@ -294,12 +299,14 @@ impl Warehouse {
             ),
             _ => None,
         };
-        Ok(Arc::new(Warehouse {
+        Ok(Arc::new_cyclic(|me| Warehouse {
+            me: me.clone(),
             store,
             catalog,
             config,
             clock,
             writers: parking_lot::Mutex::new(HashMap::new()),
+            insert_queue: parking_lot::Mutex::new(HashMap::new()),
             cache,
             disk,
             dv_cache: parking_lot::Mutex::new(HashMap::new()),

@@ -44,6 +44,14 @@ pub(super) struct TableWriter {
 type MaskFn<'a> = &'a (dyn Fn(&RecordBatch) -> R<BooleanArray> + Send + Sync);
 type AssignFn<'a> = &'a (dyn Fn(&RecordBatch) -> R<RecordBatch> + Send + Sync);
 
+/// A plain INSERT waiting to be committed with its group: its checked rows, their count, and
+/// where its outcome goes.
+pub(super) struct QueuedInsert {
+    rows: Vec<RecordBatch>,
+    count: u64,
+    tx: tokio::sync::oneshot::Sender<R<u64>>,
+}
+
 /// What a write does to a table.
 pub enum Write<'a> {
     /// Append rows (upsert on primary-key tables).
@@ -264,13 +272,60 @@ impl Warehouse {
 
     /// Applies a write to a table together with `attach` (committed in the same catalog
     /// record, or not at all) and returns the number of rows it affected.
+    ///
+    /// Plain INSERTs are committed in groups: concurrent INSERTs into one table wait for its
+    /// writer together, and whoever gets it commits all of them in one catalog record (one
+    /// object-store write for the group), each told its own row count. The group commits on
+    /// its own task, so a statement abandoned meanwhile cannot abandon the others.
     pub async fn write_attached(&self, db: &str, name: &str, write: Write<'_>, attach: Option<&Attach<'_>>) -> R<u64> {
         let first = self.require_table(db, name)?;
         if let Some(attach) = attach {
             (attach.check)(self)?;
         }
+        if let (Write::Insert(batches), None) = (&write, attach) {
+            return self.insert_grouped(db, name, &first, batches).await;
+        }
         let writer = self.writer(&first.id);
         let mut writer = writer.lock().await;
+        self.write_locked(db, name, &first, write, attach, &mut writer).await
+    }
+
+    async fn insert_grouped(&self, db: &str, name: &str, first: &TableMeta, batches: &[RecordBatch]) -> R<u64> {
+        // Checked alone first: one bad statement must not fail the others of its group.
+        let rows = prepare_insert(first, batches)?;
+        let count: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+        if count == 0 {
+            return Ok(0);
+        }
+        let Some(me) = self.me.upgrade() else { return Err(WhError::internal("the warehouse is closing")) };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.insert_queue.lock().entry(first.id.clone()).or_default().push(QueuedInsert { rows, count, tx });
+        let writer = self.writer(&first.id);
+        let (db, name, first) = (db.to_string(), name.to_string(), first.clone());
+        tokio::spawn(async move {
+            let mut writer = writer.lock_owned().await;
+            let group = me.insert_queue.lock().remove(&first.id).unwrap_or_default();
+            if group.is_empty() {
+                return; // an earlier holder of the writer committed ours
+            }
+            let all: Vec<RecordBatch> = group.iter().flat_map(|q| q.rows.iter().cloned()).collect();
+            let result = me.write_locked(&db, &name, &first, Write::Insert(all), None, &mut writer).await;
+            for q in group {
+                let _ = q.tx.send(result.clone().map(|_| q.count));
+            }
+        });
+        rx.await.unwrap_or_else(|_| Err(WhError::internal("the insert's group commit was lost")))
+    }
+
+    async fn write_locked(
+        &self,
+        db: &str,
+        name: &str,
+        first: &TableMeta,
+        write: Write<'_>,
+        attach: Option<&Attach<'_>>,
+        writer: &mut TableWriter,
+    ) -> R<u64> {
         // Inserted rows do not depend on the table's state: upload them once.
         let mut inserted: Option<(Vec<RecordBatch>, SegmentMeta)> = None;
         let to_insert = match &write {
@@ -287,9 +342,9 @@ impl Warehouse {
             _ => None,
         };
         if let Some(batches) = to_insert {
-            let rows = prepare_insert(&first, batches)?;
+            let rows = prepare_insert(first, batches)?;
             if !rows.is_empty() {
-                let seg = self.upload_segment(&first, &rows, true).await?;
+                let seg = self.upload_segment(first, &rows, true).await?;
                 inserted = Some((rows, seg));
             } else if matches!(write, Write::Insert(_)) && attach.is_none() {
                 return Ok(0);
